@@ -1,0 +1,3 @@
+"""dynlaunch: launch and supervise Dynamo + SGLang (or mocker) serving stacks."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,234 @@
+"""The command line: flags -> overrides -> config -> plan -> run. Errors become exits here only."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import click
+import typer
+
+from launcher import __version__, ports
+from launcher.config import Config, load_config
+from launcher.errors import EXIT_USAGE, DynlaunchError
+from launcher.resolve import check_binaries, ensure_tiny_model, resolve_plan
+from launcher.stack import Stack
+from launcher.statedir import StateDir
+from launcher.supervisor import Supervisor
+
+log = logging.getLogger("launcher")
+
+app = typer.Typer(
+    help=(
+        "Launch and supervise an NVIDIA Dynamo serving stack (etcd, NATS, the OpenAI-compatible "
+        "frontend and SGLang or mocker workers) on one host.\n\n"
+        "First run, on any CPU machine:  dynlaunch up mocker\n\n"
+        "See what would run:             dynlaunch plan sglang --config configs/sglang.yaml"
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+# Flag -> dotted config key. Also names the flag in error messages.
+FLAG_KEYS = {
+    "namespace": ("namespace", "--namespace"),
+    "workers": ("workers.count", "--workers"),
+    "tp": ("workers.tp", "--tp"),
+    "gpus": ("workers.gpus", "--gpus"),
+    "http_host": ("frontend.http_host", "--http-host"),
+    "http_port": ("frontend.http_port", "--http-port"),
+    "model_path": ("model.path", "--model-path"),
+    "served_model_name": ("model.served_name", "--served-model-name"),
+    "page_size": ("workers.page_size", "--page-size"),
+    "state_dir": ("state_dir", "--state-dir"),
+    "startup_timeout": ("startup_timeout_s", "--startup-timeout"),
+    "extra": ("workers.extra_args", "-- EXTRA"),
+}
+
+Backend = Annotated[str, typer.Argument(help="sglang (real GPUs) or mocker (Dynamo's mock engine).")]
+ConfigPath = Annotated[
+    str | None, typer.Option("--config", "-c", help="YAML config file (see configs/).")
+]
+Namespace = Annotated[str | None, typer.Option(help="Dynamo namespace (letters, digits, - and _).")]
+Workers = Annotated[int | None, typer.Option(help="Number of workers.")]
+Tp = Annotated[int | None, typer.Option(help="GPUs per worker (tensor parallel size).")]
+Gpus = Annotated[
+    str | None, typer.Option(help="GPUs to use, e.g. 0,1,2,3 (default: CUDA_VISIBLE_DEVICES, else all).")
+]
+HttpHost = Annotated[str | None, typer.Option(help="Frontend bind address (default 127.0.0.1).")]
+HttpPort = Annotated[int | None, typer.Option(help="Frontend HTTP port (default 8000).")]
+ModelPath = Annotated[str | None, typer.Option(help="Model directory or Hugging Face id.")]
+ServedName = Annotated[str | None, typer.Option(help="Model name clients ask for.")]
+PageSize = Annotated[int | None, typer.Option(help="KV-cache page size (RadixAttention).")]
+StateDirOpt = Annotated[
+    str | None, typer.Option(help="Logs, pid and infra data (default ~/.local/state/dynlaunch/NS).")
+]
+StartupTimeout = Annotated[
+    float | None, typer.Option(help="Seconds to wait for readiness (large models load for minutes).")
+]
+Extra = Annotated[
+    list[str] | None, typer.Argument(help="Engine args after --, passed through verbatim.")
+]
+
+
+def _overrides(given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Only the flags the user gave, as a nested dict, and which flag set each key."""
+    data: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    for param, value in given.items():
+        if value is None or (param == "extra" and not value):
+            continue
+        key, flag = FLAG_KEYS[param]
+        if param == "gpus":
+            value = [g.strip() for g in str(value).split(",") if g.strip()]
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        names[key] = flag
+    return data, names
+
+
+def _config(backend: str, config: str | None, given: dict[str, Any]) -> Config:
+    flags, names = _overrides(given)
+    return load_config(backend, path=config, environ=os.environ, flags=flags, flag_names=names)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"dynlaunch {__version__}")
+        raise typer.Exit
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """Launch and supervise a Dynamo serving stack."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)
+
+
+@app.command()
+def plan(
+    backend: Backend,
+    config: ConfigPath = None,
+    namespace: Namespace = None,
+    workers: Workers = None,
+    tp: Tp = None,
+    gpus: Gpus = None,
+    http_host: HttpHost = None,
+    http_port: HttpPort = None,
+    model_path: ModelPath = None,
+    served_model_name: ServedName = None,
+    page_size: PageSize = None,
+    state_dir: StateDirOpt = None,
+    startup_timeout: StartupTimeout = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    extra: Extra = None,
+) -> None:
+    """Print the processes `up` would start (argv, env, GPUs, ports); start nothing.
+
+    Examples:\n
+      dynlaunch plan mocker --workers 2 --json\n
+      dynlaunch plan sglang -c configs/sglang.yaml --gpus 0,1,2,3 --workers 2 --tp 2
+    """
+    given = {k: v for k, v in locals().items() if k in FLAG_KEYS}
+    cfg = _config(backend, config, given)
+    the_plan = resolve_plan(backend, cfg, os.environ, reserve_for=None)
+    if as_json:
+        typer.echo(json.dumps(the_plan.to_json(), indent=2))
+        return
+    typer.echo(f"# dynlaunch {backend}: Dynamo {the_plan.dynamo_version}, namespace "
+               f"{the_plan.namespace}, serving {the_plan.served_model!r} at {the_plan.url}")  # fmt: skip
+    for proc in the_plan.to_json()["processes"]:
+        env = " ".join(f"{k}={v}" for k, v in proc["env"].items())
+        typer.echo(f"\n{proc['name']} ({proc['role']}) ports={proc['ports']} gpus={proc['gpus']}")
+        typer.echo(f"  env:  {env or '(inherited only)'}")
+        typer.echo(f"  argv: {' '.join(proc['argv'])}")
+
+
+@app.command()
+def up(
+    backend: Backend,
+    config: ConfigPath = None,
+    namespace: Namespace = None,
+    workers: Workers = None,
+    tp: Tp = None,
+    gpus: Gpus = None,
+    http_host: HttpHost = None,
+    http_port: HttpPort = None,
+    model_path: ModelPath = None,
+    served_model_name: ServedName = None,
+    page_size: PageSize = None,
+    state_dir: StateDirOpt = None,
+    startup_timeout: StartupTimeout = None,
+    extra: Extra = None,
+) -> None:
+    """Start the stack, wait until it serves, keep it up; Ctrl-C or SIGTERM stops it (exit 0).
+
+    Starts etcd and NATS unless ETCD_ENDPOINTS / NATS_SERVER point at running ones, then the
+    frontend, then the workers; ready when the model is listed AND a chat completion works.
+
+    Examples:\n
+      dynlaunch up mocker\n
+      dynlaunch up mocker --workers 2 --http-port 8080\n
+      dynlaunch up sglang -c configs/sglang.yaml -- --max-total-tokens 32768
+    """
+    given = {k: v for k, v in locals().items() if k in FLAG_KEYS}
+    cfg = _config(backend, config, given)
+    ensure_tiny_model(cfg, backend, os.environ)
+    me = os.getpid()
+    try:
+        the_plan = resolve_plan(backend, cfg, os.environ, reserve_for=me)
+        check_binaries(the_plan, os.environ)
+        with StateDir(Path(the_plan.state_dir), the_plan.namespace) as state:
+            run_id = uuid.uuid4().hex
+            sup = Supervisor(run_id, state.logs, os.environ)
+            stack = Stack(
+                the_plan, sup,
+                startup_timeout_s=cfg.startup_timeout_s, stop_timeout_s=cfg.stop_timeout_s,
+                backoff_cap_s=cfg.restart_backoff_cap_s,
+                infra_timeout_s=cfg.infra.connect_timeout_s,
+            )  # fmt: skip
+            code = stack.run()
+    finally:
+        ports.release(me)
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Entry point: run the Typer app; print every error as one line with its own exit code."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(prog_name="dynlaunch", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        code = done.exit_code
+    except click.UsageError as err:
+        flag = f" ({err.ctx.command_path})" if err.ctx is not None else ""
+        print(f"dynlaunch: error{flag}: {err.format_message()}", file=sys.stderr)
+        code = EXIT_USAGE
+    except click.Abort:
+        code = 130
+    except DynlaunchError as err:
+        logging.getLogger("launcher").debug("error", exc_info=True)
+        print(f"dynlaunch: error: {err}", file=sys.stderr)
+        code = err.exit_code
+    sys.exit(code if isinstance(code, int) else 0)
+

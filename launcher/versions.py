@@ -1,0 +1,52 @@
+"""Which Dynamo is installed, and what that means for module names and flags (pure except `installed`)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from importlib import metadata
+
+from launcher.errors import ConfigError
+
+
+def parse(version: str) -> tuple[int, int]:
+    """'1.4.2' -> (1, 4); '0.5.0rc1' -> (0, 5)."""
+    match = re.match(r"^\s*(\d+)\.(\d+)", version)
+    if not match:
+        raise ConfigError(f"dynamo.version {version!r}: expected a version like 1.4.2 or 0.5.0")
+    return int(match.group(1)), int(match.group(2))
+
+
+def installed(python: str, own_python: str) -> str | None:
+    """The `ai-dynamo` version importable by ``python`` (None when it is not installed)."""
+    if python == own_python:
+        try:
+            return metadata.version("ai-dynamo")
+        except metadata.PackageNotFoundError:
+            return None
+    code = "from importlib import metadata; print(metadata.version('ai-dynamo'))"
+    try:
+        out = subprocess.run(
+            [python, "-c", code], capture_output=True, text=True, timeout=30, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def sglang_module(version: str, legacy_module: bool) -> str:
+    """0.4.x only has `dynamo.sglang.worker`; 0.5 unified the entry point (the old name is an alias)."""
+    major, minor = parse(version)
+    if (major, minor) < (0, 5):
+        return "dynamo.sglang.worker"
+    if legacy_module:
+        if (major, minor) >= (0, 6):
+            raise ConfigError(
+                f"workers.legacy_module: dynamo.sglang.worker exists only up to 0.5.x, not {version}"
+            )
+        return "dynamo.sglang.worker"
+    return "dynamo.sglang"
+
+
+def is_1x(version: str) -> bool:
+    return parse(version) >= (1, 0)
