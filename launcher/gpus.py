@@ -48,7 +48,7 @@ def slices(gpus: Sequence[str], workers: int, tp: int, source: str) -> list[tupl
     if need > len(gpus):
         have = ",".join(gpus) if gpus else "none"
         raise ConfigError(
-            f"--workers {workers} x --tp {tp} needs {need} GPUs; {len(gpus)} available "
-            f"({source}: {have})"
+            f"--workers {workers} x --tp {tp} needs {need} GPU(s), {len(gpus)} available "
+            f"({source}: {have}); choose them with --gpus or CUDA_VISIBLE_DEVICES"
         )
     return [tuple(gpus[i * tp : (i + 1) * tp]) for i in range(workers)]
