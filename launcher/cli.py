@@ -197,9 +197,10 @@ def up(
     me = os.getpid()
     try:
         the_plan = resolve_plan(backend, cfg, os.environ, reserve_for=me)
-        check_binaries(the_plan, os.environ)
+        check_binaries(the_plan)
         with StateDir(Path(the_plan.state_dir), the_plan.namespace) as state:
             run_id = uuid.uuid4().hex
+            state.record(run_id, the_plan.url)
             sup = Supervisor(run_id, state.logs, os.environ)
             stack = Stack(
                 the_plan, sup,

@@ -45,6 +45,8 @@ class Host:
     state_dir: str
     etcd_endpoints: str | None  # external etcd, or None for an embedded one
     nats_url: str | None
+    etcd_binary: str = "etcd"  # resolved from infra.etcd.binary
+    nats_binary: str = "nats-server"
 
 
 @dataclass(frozen=True)
@@ -184,7 +186,7 @@ def _etcd(cfg: Config, host: Host) -> ProcessSpec:
     name = f"dynlaunch-{cfg.namespace}"
     client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
     argv = (
-        cfg.infra.etcd.binary,
+        host.etcd_binary,
         "--name", name,
         "--data-dir", os.path.join(host.state_dir, "etcd"),
         "--listen-client-urls", client_url,
@@ -203,7 +205,7 @@ def _etcd(cfg: Config, host: Host) -> ProcessSpec:
 def _nats(cfg: Config, host: Host) -> ProcessSpec:
     client, monitor = host.ports["nats.client"], host.ports["nats.monitor"]
     argv = (
-        cfg.infra.nats.binary,
+        host.nats_binary,
         "-a", "127.0.0.1", "-p", str(client), "-m", str(monitor),
         "-js", "-sd", os.path.join(host.state_dir, "nats"),
     )  # fmt: skip

@@ -19,6 +19,12 @@ INSTALL_HINTS = {
 }
 
 
+def find_binary(name: str, environ: Mapping[str, str]) -> str:
+    """The binary's full path (Debian puts nats-server in /usr/sbin, off most users' PATH)."""
+    search = os.pathsep.join([environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"])
+    return shutil.which(name, path=search) or name
+
+
 def default_state_dir(namespace: str, environ: Mapping[str, str]) -> str:
     base = environ.get("XDG_STATE_HOME") or os.path.join(
         environ.get("HOME", "/tmp"), ".local", "state"
@@ -72,14 +78,16 @@ def resolve_plan(
         state_dir=cfg.state_dir or default_state_dir(cfg.namespace, environ),
         etcd_endpoints=etcd,
         nats_url=nats,
+        etcd_binary=find_binary(cfg.infra.etcd.binary, environ),
+        nats_binary=find_binary(cfg.infra.nats.binary, environ),
     )
     return build_plan(cfg, backend, host)
 
 
-def check_binaries(plan: Plan, environ: Mapping[str, str]) -> None:
+def check_binaries(plan: Plan) -> None:
     """Embedded infra needs its binaries on PATH; say how to get them if not."""
     for spec in plan.processes:
-        if spec.role in INSTALL_HINTS and shutil.which(spec.argv[0], path=environ.get("PATH")) is None:
+        if spec.role in INSTALL_HINTS and shutil.which(spec.argv[0]) is None:
             raise StartupError(
                 f"{spec.argv[0]} not found on PATH: {INSTALL_HINTS[spec.role]}; or point "
                 f"{'ETCD_ENDPOINTS' if spec.role == 'etcd' else 'NATS_SERVER'} at a running one"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import shutil
 from pathlib import Path
@@ -45,6 +46,11 @@ class StateDir:
         self.logs.mkdir(exist_ok=True)
         return self
 
+    def record(self, run_id: str, url: str) -> None:
+        """What `status`, `down` and tests need to find this run: pid, run tag, frontend URL."""
+        info = {"pid": os.getpid(), "run_id": run_id, "namespace": self.namespace, "url": url}
+        (self.root / "launcher.json").write_text(json.dumps(info) + "\n")
+
     @property
     def pid_file(self) -> Path:
         return self.root / "launcher.pid"
@@ -55,7 +61,8 @@ class StateDir:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        with contextlib.suppress(OSError):
-            self.pid_file.unlink()
+        for name in ("launcher.pid", "launcher.json"):
+            with contextlib.suppress(OSError):
+                (self.root / name).unlink()
         if self._lock is not None:
             self._lock.close()

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# One-time, idempotent set-up on a fresh Debian/Ubuntu machine:
+#   etcd and nats-server (Debian packages) if missing; .venv with dynlaunch, the pinned ai-dynamo
+#   (1.4.2: installs offline from PyPI, no `aisimulate`) and the dev tools; the tiny offline model.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || missing+=(etcd-server)
+command -v nats-server >/dev/null 2>&1 || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "setup: installing ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev,dynamo]'
+.venv/bin/python scripts/make_tiny_model.py
+echo "setup: done; run: .venv/bin/dynlaunch up mocker"

@@ -1,0 +1,122 @@
+"""Run the real `dynlaunch up` as a subprocess and watch it: its lines, its process tree."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def poll_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.1)
+
+
+def tagged_pids(run_id: str) -> set[int]:
+    """Live processes carrying this run's environment tag."""
+    needle = f"DYNLAUNCH_RUN_ID={run_id}".encode()
+    found: set[int] = set()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if needle in (proc / "environ").read_bytes().split(b"\0"):
+                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+                if state != "Z":
+                    found.add(int(proc.name))
+        except OSError:
+            continue
+    return found
+
+
+class Launcher:
+    """`python -m launcher up ...` with stderr (lifecycle lines) and stdout (children) captured."""
+
+    def __init__(self, args: list[str], tmp: Path, env: dict[str, str] | None = None) -> None:
+        self.state_dir = tmp / "state"
+        full_env = {k: v for k, v in os.environ.items() if not k.startswith("DYNLAUNCH_")}
+        full_env |= {"HOME": str(tmp), "XDG_CACHE_HOME": str(REPO / ".cache-test")}
+        full_env.pop("ETCD_ENDPOINTS", None)
+        full_env.pop("NATS_SERVER", None)
+        full_env |= env or {}
+        argv = [sys.executable, "-m", "launcher", "up", *args, "--state-dir", str(self.state_dir)]
+        self.proc = subprocess.Popen(
+            argv, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        self.err: list[str] = []
+        self.out: list[str] = []
+        self._threads = [
+            threading.Thread(target=self._pump, args=(self.proc.stderr, self.err), daemon=True),
+            threading.Thread(target=self._pump, args=(self.proc.stdout, self.out), daemon=True),
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    @staticmethod
+    def _pump(stream: object, into: list[str]) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            into.append(line.rstrip("\n"))
+
+    def stderr_has(self, text: str) -> bool:
+        return any(text in line for line in list(self.err))
+
+    def wait_ready(self, timeout: float = 120.0) -> None:
+        def ready() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"launcher exited {self.proc.returncode}:\n" + self.dump())
+            return self.stderr_has("dynlaunch: ready:")
+
+        poll_for(ready, timeout, "the ready line")
+
+    def info(self) -> dict[str, object]:
+        data = json.loads((self.state_dir / "launcher.json").read_text())
+        assert isinstance(data, dict)
+        return data
+
+    def child_pid(self, name: str, nth: int = 1) -> int:
+        """The pid of the nth start of child ``name``, from the lifecycle lines."""
+        starts = [line for line in list(self.err) if f" {name} pid=" in line and ": started" in line]
+        return int(starts[nth - 1].split(f" {name} pid=")[1].split(":")[0])
+
+    def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 60.0) -> int:
+        self.proc.send_signal(sig)
+        return self.wait(timeout)
+
+    def wait(self, timeout: float) -> int:
+        code = self.proc.wait(timeout)
+        self._close()
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        self._close()
+
+    def _close(self) -> None:
+        for thread in self._threads:
+            thread.join(5)
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None and not stream.closed:
+                stream.close()
+
+    def dump(self) -> str:
+        return "\n".join(["--- stderr", *self.err[-60:], "--- stdout", *self.out[-60:]])

@@ -1,0 +1,116 @@
+"""`dynlaunch up mocker` end to end: real etcd, nats-server, Dynamo frontend and mockers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from launcher_run import Launcher, free_port, poll_for, tagged_pids
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def launcher_factory(tmp_path: Path) -> Iterator[list[Launcher]]:
+    started: list[Launcher] = []
+    yield started
+    for launcher in started:
+        launcher.kill()
+
+
+def _up(started: list[Launcher], tmp_path: Path, *args: str) -> tuple[Launcher, int]:
+    port = free_port()
+    ns = f"it-{uuid.uuid4().hex[:8]}"
+    launcher = Launcher(["mocker", "--namespace", ns, "--http-port", str(port), *args], tmp_path)
+    started.append(launcher)
+    return launcher, port
+
+
+def _chat(port: int, stream: bool) -> httpx.Response:
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "Hello there"}],
+        "max_tokens": 8,
+        "stream": stream,
+    }
+    return httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=30)
+
+
+def test_two_workers_serve_then_sigterm_leaves_nothing(
+    launcher_factory: list[Launcher], tmp_path: Path
+) -> None:
+    launcher, port = _up(launcher_factory, tmp_path, "--workers", "2")
+    launcher.wait_ready()
+    run_id = str(launcher.info()["run_id"])
+    children = tagged_pids(run_id)
+    assert len(children) >= 5, launcher.dump()  # etcd, nats, frontend, 2 workers
+
+    models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()
+    assert [m["id"] for m in models["data"]] == ["tiny"]
+
+    plain = _chat(port, stream=False)
+    assert plain.status_code == 200, plain.text
+    assert plain.json()["usage"]["completion_tokens"] == 8
+
+    streamed = _chat(port, stream=True)
+    assert streamed.status_code == 200
+    events = [line[6:] for line in streamed.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]"
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert all(c["object"] == "chat.completion.chunk" for c in chunks)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "length"
+
+    assert launcher.stop(signal.SIGTERM) == 0, launcher.dump()
+    assert tagged_pids(run_id) == set()
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+    # Reverse order: workers stop before the frontend, the frontend before etcd.
+    order = [line for line in launcher.err if "stopping (SIGTERM)" in line]
+    names = [line.split()[1] for line in order]
+    assert names.index("frontend") > max(names.index("worker-0"), names.index("worker-1"))
+    assert names.index("etcd") == len(names) - 1
+    assert not (launcher.state_dir / "launcher.pid").exists()
+    assert (launcher.state_dir / "logs" / "worker-1.log").stat().st_size > 0
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_dead_worker_is_restarted_and_serves_again(
+    launcher_factory: list[Launcher], tmp_path: Path
+) -> None:
+    launcher, port = _up(launcher_factory, tmp_path)
+    launcher.wait_ready()
+    first = launcher.child_pid("worker-0")
+    os.kill(first, signal.SIGKILL)
+    poll_for(lambda: launcher.stderr_has("worker-0 pid=%d: killed by SIGKILL" % first), 20, "exit")
+    poll_for(lambda: len([x for x in launcher.err if "worker-0 pid=" in x and "started" in x]) == 2,
+             30, "the restart")  # fmt: skip
+    assert launcher.child_pid("worker-0", 2) != first
+
+    def serving() -> bool:
+        return _chat(port, stream=False).status_code == 200
+
+    poll_for(serving, 60, "a completion from the restarted worker")
+    assert launcher.stop(signal.SIGINT) == 0, launcher.dump()
+
+
+def test_child_dying_before_ready_stops_everything_with_exit_3(
+    launcher_factory: list[Launcher], tmp_path: Path
+) -> None:
+    launcher, _ = _up(launcher_factory, tmp_path, "--", "--no-such-mocker-flag")
+    assert launcher.wait(120) == 3, launcher.dump()
+    assert launcher.stderr_has("worker-0 exited with code 2 during startup")
+    assert launcher.stderr_has("no-such-mocker-flag")  # its last log lines are shown
+    assert any("etcd pid=" in line and "stopped" in line for line in launcher.err)
