@@ -52,7 +52,9 @@ FLAG_KEYS = {
     "extra": ("workers.extra_args", "-- EXTRA"),
 }
 
-Backend = Annotated[str, typer.Argument(help="sglang (real GPUs) or mocker (Dynamo's mock engine).")]
+Backend = Annotated[
+    str, typer.Argument(help="sglang (real GPUs) or mocker (Dynamo's mock engine).")
+]
 ConfigPath = Annotated[
     str | None, typer.Option("--config", "-c", help="YAML config file (see configs/).")
 ]
@@ -60,7 +62,8 @@ Namespace = Annotated[str | None, typer.Option(help="Dynamo namespace (letters, 
 Workers = Annotated[int | None, typer.Option(help="Number of workers.")]
 Tp = Annotated[int | None, typer.Option(help="GPUs per worker (tensor parallel size).")]
 Gpus = Annotated[
-    str | None, typer.Option(help="GPUs to use, e.g. 0,1,2,3 (default: CUDA_VISIBLE_DEVICES, else all).")
+    str | None,
+    typer.Option(help="GPUs to use, e.g. 0,1,2,3 (default: CUDA_VISIBLE_DEVICES, else all)."),
 ]
 HttpHost = Annotated[str | None, typer.Option(help="Frontend bind address (default 127.0.0.1).")]
 HttpPort = Annotated[int | None, typer.Option(help="Frontend HTTP port (default 8000).")]
@@ -71,7 +74,8 @@ StateDirOpt = Annotated[
     str | None, typer.Option(help="Logs, pid and infra data (default ~/.local/state/dynlaunch/NS).")
 ]
 StartupTimeout = Annotated[
-    float | None, typer.Option(help="Seconds to wait for readiness (large models load for minutes).")
+    float | None,
+    typer.Option(help="Seconds to wait for readiness (large models load for minutes)."),
 ]
 Extra = Annotated[
     list[str] | None, typer.Argument(help="Engine args after --, passed through verbatim.")
@@ -155,8 +159,10 @@ def plan(
     if as_json:
         typer.echo(json.dumps(the_plan.to_json(), indent=2))
         return
-    typer.echo(f"# dynlaunch {backend}: Dynamo {the_plan.dynamo_version}, namespace "
-               f"{the_plan.namespace}, serving {the_plan.served_model!r} at {the_plan.url}")  # fmt: skip
+    head = (
+        f"# dynlaunch {backend}: Dynamo {the_plan.dynamo_version}, namespace {the_plan.namespace}"
+    )
+    typer.echo(f"{head}, serving {the_plan.served_model!r} at {the_plan.url}")
     for proc in the_plan.to_json()["processes"]:
         env = " ".join(f"{k}={v}" for k, v in proc["env"].items())
         typer.echo(f"\n{proc['name']} ({proc['role']}) ports={proc['ports']} gpus={proc['gpus']}")
@@ -223,13 +229,12 @@ def main() -> None:
         code = done.exit_code
     except click.UsageError as err:
         flag = f" ({err.ctx.command_path})" if err.ctx is not None else ""
-        print(f"dynlaunch: error{flag}: {err.format_message()}", file=sys.stderr)
+        typer.echo(f"dynlaunch: error{flag}: {err.format_message()}", err=True)
         code = EXIT_USAGE
     except click.Abort:
         code = 130
     except DynlaunchError as err:
         logging.getLogger("launcher").debug("error", exc_info=True)
-        print(f"dynlaunch: error: {err}", file=sys.stderr)
+        typer.echo(f"dynlaunch: error: {err}", err=True)
         code = err.exit_code
     sys.exit(code if isinstance(code, int) else 0)
-

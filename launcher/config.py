@@ -1,8 +1,9 @@
 """Configuration: models, layered loading and one-line error messages.
 
-Precedence, lowest first: built-in defaults of the backend < config file < ``DYNLAUNCH_*`` environment
-< command-line flags. Each layer is a nested dict; they are deep-merged, then validated once. When
-validation fails, the error names the layer that gave the bad value (file and key, variable or flag).
+Precedence, lowest first: built-in defaults of the backend < config file < ``DYNLAUNCH_*``
+environment < command-line flags. Each layer is a nested dict; they are deep-merged, then validated
+once. When validation fails, the error names the layer that gave the bad value (file and key,
+variable or flag).
 """
 
 from __future__ import annotations
@@ -127,7 +128,10 @@ def backend_defaults(backend: str, environ: Mapping[str, str]) -> dict[str, Any]
     if backend == "sglang":
         model = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
         return {"namespace": "sglang", "model": {"path": model, "served_name": model}}
-    return {"namespace": "dynamo", "model": {"path": tiny_model_dir(environ), "served_name": "tiny"}}
+    return {
+        "namespace": "dynamo",
+        "model": {"path": tiny_model_dir(environ), "served_name": "tiny"},
+    }
 
 
 @dataclass(frozen=True)
@@ -167,7 +171,7 @@ def read_config_file(path: str) -> Layer:
 
 
 def env_layer(environ: Mapping[str, str]) -> Layer:
-    """`DYNLAUNCH_WORKERS__COUNT=2` -> {"workers": {"count": 2}}; values are parsed as YAML scalars."""
+    """`DYNLAUNCH_WORKERS__COUNT=2` -> {"workers": {"count": 2}}; values are parsed as YAML."""
     data: dict[str, Any] = {}
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name in ENV_NOT_CONFIG:
@@ -235,7 +239,9 @@ def load_config(
 ) -> Config:
     """Resolve one `Config` from all layers; raise `ConfigError` with a one-line message."""
     if backend not in BACKENDS:
-        raise ConfigError(f"BACKEND {backend!r}: unknown backend; choose one of: {', '.join(BACKENDS)}")
+        raise ConfigError(
+            f"BACKEND {backend!r}: unknown backend; choose one of: {', '.join(BACKENDS)}"
+        )
     layers = [Layer("defaults", backend_defaults(backend, environ))]
     if path is not None:
         layers.append(read_config_file(path))

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 EXIT_OK = 0
 EXIT_USAGE = 2  # bad flag, config or environment value: nothing was started
-EXIT_STARTUP = 3  # the stack could not be brought up (missing binary, unreachable infra, child died)
+EXIT_STARTUP = (
+    3  # the stack could not be brought up (missing binary, unreachable infra, child died)
+)
 
 
 class DynlaunchError(Exception):

@@ -17,7 +17,10 @@ def detect() -> tuple[str, ...]:
     try:
         out = subprocess.run(
             [smi, "--query-gpu=index", "--format=csv,noheader"],
-            capture_output=True, text=True, timeout=30, check=True,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
         )
     except (OSError, subprocess.SubprocessError):
         return ()
@@ -27,7 +30,7 @@ def detect() -> tuple[str, ...]:
 def available(
     asked: Sequence[str] | None, environ: Mapping[str, str], listed: Sequence[str]
 ) -> tuple[tuple[str, ...], str]:
-    """The GPUs to use and where they came from: `--gpus`, else the caller's mask, else nvidia-smi."""
+    """The GPUs to use, and their source: `--gpus`, else the caller's mask, else nvidia-smi."""
     if asked is not None:
         missing = [gpu for gpu in asked if listed and gpu not in listed]
         if missing:

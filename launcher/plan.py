@@ -130,14 +130,18 @@ def port_slots(cfg: Config, *, embedded_etcd: bool, embedded_nats: bool) -> list
     if embedded_nats:
         slots.append(PortSlot("nats.client", cfg.infra.nats.port, "infra.nats.port"))
         slots.append(PortSlot("nats.monitor", None, "infra.nats.port"))
-    slots.append(PortSlot("frontend.http", cfg.frontend.http_port, "--http-port (frontend.http_port)"))
+    slots.append(
+        PortSlot("frontend.http", cfg.frontend.http_port, "--http-port (frontend.http_port)")
+    )
     slots.append(PortSlot("frontend.response", None, "frontend"))
     kinds = ["system", "rpc"] + (["kv_events"] if uses_kv_events(cfg) else [])
     base = cfg.workers.port_base
     for i in range(cfg.workers.count):
         for j, kind in enumerate(kinds):
             fixed = None if base is None else base + i * len(kinds) + j
-            slots.append(PortSlot(f"worker-{i}.{kind}", fixed, "workers.port_base", SYSTEM_PORT_MAX))
+            slots.append(
+                PortSlot(f"worker-{i}.{kind}", fixed, "workers.port_base", SYSTEM_PORT_MAX)
+            )
     return slots
 
 

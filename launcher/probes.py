@@ -37,7 +37,9 @@ def nats_ok(url: str) -> bool:
     for one in url.split(","):
         parts = urlsplit(one.strip())
         try:
-            with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 4222), 1.0) as s:
+            with socket.create_connection(
+                (parts.hostname or "127.0.0.1", parts.port or 4222), 1.0
+            ) as s:
                 s.settimeout(1.0)
                 if s.recv(5).startswith(b"INFO"):
                     return True

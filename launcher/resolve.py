@@ -1,4 +1,4 @@
-"""The shell around the pure plan: gather host facts (Dynamo version, GPUs, free ports, state dir)."""
+"""The shell around the pure plan: host facts (Dynamo version, GPUs, free ports, state dir)."""
 
 from __future__ import annotations
 
@@ -48,9 +48,9 @@ def dynamo_version(cfg: Config, python: str) -> str:
 def ensure_tiny_model(cfg: Config, backend: str, environ: Mapping[str, str]) -> None:
     """`up mocker` with the default model makes it on first use (offline, well under a second)."""
     path = Path(cfg.model.path)
-    if backend == "mocker" and cfg.model.path == tiny_model_dir(environ):
-        if not tinymodel.is_complete(path):
-            tinymodel.make(path)
+    default = backend == "mocker" and cfg.model.path == tiny_model_dir(environ)
+    if default and not tinymodel.is_complete(path):
+        tinymodel.make(path)
 
 
 def resolve_plan(

@@ -8,12 +8,14 @@ etcd lease) is restarted with capped exponential backoff. Stop: workers, fronten
 
 from __future__ import annotations
 
+import json
 import logging
 import random
 import signal
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from types import FrameType
 
 from launcher import probes
@@ -27,7 +29,7 @@ STARTSECS = 10.0  # a child that stayed up this long starts its backoff afresh
 PHASE_REPORT_S = 5.0
 
 
-class StopRequested(Exception):
+class StopRequestedError(Exception):
     """SIGINT or SIGTERM arrived."""
 
 
@@ -59,7 +61,7 @@ class Stack:
 
     def _check_signals(self) -> None:
         if self.signals:
-            raise StopRequested
+            raise StopRequestedError
 
     # -- the whole run -------------------------------------------------------------------------
     def run(self) -> int:
@@ -69,7 +71,7 @@ class Stack:
                 self._start()
                 self._announce()
                 self._serve()
-            except StopRequested:
+            except StopRequestedError:
                 name = signal.Signals(self.signals[0]).name
                 log.info("dynlaunch: %s received, stopping", name)
                 return 0
@@ -93,8 +95,9 @@ class Stack:
             for child in group:
                 url = child.spec.health_url
                 if url is not None:
-                    self._wait(f"{child.name} health ({url})", lambda u=url: probes.http_ok(u),
-                               deadline)  # fmt: skip
+                    self._wait(
+                        f"{child.name} health ({url})", partial(probes.http_ok, url), deadline
+                    )
         base, model = self.plan.url, self.plan.served_model
         self._wait(f"model {model!r} listed in {base}/v1/models",
                    lambda: probes.model_listed(base, model), deadline)  # fmt: skip
@@ -146,9 +149,11 @@ class Stack:
 
     def _announce(self) -> None:
         base, model = self.plan.url, self.plan.served_model
-        body = f'{{"model":"{model}","messages":[{{"role":"user","content":"Hello!"}}],"max_tokens":32}}'
-        log.info("dynlaunch: ready: %s serves %r; try: curl -s %s/v1/chat/completions "
-                 "-H 'Content-Type: application/json' -d '%s'", base, model, base, body)  # fmt: skip
+        body = json.dumps(
+            {"model": model, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}
+        )
+        curl = f"curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'"
+        log.info("dynlaunch: ready: %s serves %r; try: %s", base, model, curl)
 
     # -- serve: restart what dies ----------------------------------------------------------------
     def _serve(self) -> None:
@@ -168,7 +173,9 @@ class Stack:
         uptime = now - child.started_at
         if uptime >= STARTSECS:
             child.backoff_attempt = 0  # it ran long enough: the backoff starts afresh
-        delay = backoff_delay(child.backoff_attempt, cap_s=self.backoff_cap_s, jitter=random.random())
+        delay = backoff_delay(
+            child.backoff_attempt, cap_s=self.backoff_cap_s, jitter=random.random()
+        )
         child.backoff_attempt += 1
         child.next_start = now + delay
         log.error("%s pid=%s: %s after %.1fs; restart %d in %.1fs",
@@ -189,6 +196,8 @@ class Stack:
         self.sup.sweep()
 
 
-def backoff_delay(attempt: int, *, base_s: float = 1.0, cap_s: float = 30.0, jitter: float) -> float:
+def backoff_delay(
+    attempt: int, *, base_s: float = 1.0, cap_s: float = 30.0, jitter: float
+) -> float:
     """Capped exponential backoff; ``jitter`` in [0, 1) takes off up to 20%."""
     return min(cap_s, base_s * 2.0**attempt) * (1.0 - 0.2 * jitter)

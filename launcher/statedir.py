@@ -27,13 +27,17 @@ class StateDir:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise ConfigError(f"--state-dir {self.root}: cannot create it ({err.strerror})") from None
-        lock = open(self.root / "launcher.lock", "a+")  # noqa: SIM115 - held until __exit__
+            raise ConfigError(
+                f"--state-dir {self.root}: cannot create it ({err.strerror})"
+            ) from None
+        lock = open(self.root / "launcher.lock", "a+")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             lock.close()
-            holder = (self.root / "launcher.pid").read_text().strip() if self.pid_file.exists() else "?"
+            holder = (
+                (self.root / "launcher.pid").read_text().strip() if self.pid_file.exists() else "?"
+            )
             raise ConfigError(
                 f"--state-dir {self.root}: in use by dynlaunch pid {holder} "
                 f"(namespace {self.namespace!r}); stop it first or pick another --state-dir"

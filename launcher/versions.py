@@ -1,4 +1,4 @@
-"""Which Dynamo is installed, and what that means for module names and flags (pure except `installed`)."""
+"""Which Dynamo is installed, and what that means for module names (pure except `installed`)."""
 
 from __future__ import annotations
 
@@ -35,14 +35,15 @@ def installed(python: str, own_python: str) -> str | None:
 
 
 def sglang_module(version: str, legacy_module: bool) -> str:
-    """0.4.x only has `dynamo.sglang.worker`; 0.5 unified the entry point (the old name is an alias)."""
+    """0.4.x only has `dynamo.sglang.worker`; 0.5 unified the entry point (old name: an alias)."""
     major, minor = parse(version)
     if (major, minor) < (0, 5):
         return "dynamo.sglang.worker"
     if legacy_module:
         if (major, minor) >= (0, 6):
             raise ConfigError(
-                f"workers.legacy_module: dynamo.sglang.worker exists only up to 0.5.x, not {version}"
+                "workers.legacy_module: dynamo.sglang.worker exists only up to 0.5.x, "
+                f"not {version}"
             )
         return "dynamo.sglang.worker"
     return "dynamo.sglang"

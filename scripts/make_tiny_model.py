@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from launcher import tinymodel  # noqa: E402
-from launcher.config import tiny_model_dir  # noqa: E402
+from launcher import tinymodel
+from launcher.config import tiny_model_dir
 
 
 def main() -> int:

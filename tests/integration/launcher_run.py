@@ -93,7 +93,9 @@ class Launcher:
 
     def child_pid(self, name: str, nth: int = 1) -> int:
         """The pid of the nth start of child ``name``, from the lifecycle lines."""
-        starts = [line for line in list(self.err) if f" {name} pid=" in line and ": started" in line]
+        starts = [
+            line for line in list(self.err) if f" {name} pid=" in line and ": started" in line
+        ]
         return int(starts[nth - 1].split(f" {name} pid=")[1].split(":")[0])
 
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 60.0) -> int:

@@ -94,7 +94,7 @@ def test_dead_worker_is_restarted_and_serves_again(
     launcher.wait_ready()
     first = launcher.child_pid("worker-0")
     os.kill(first, signal.SIGKILL)
-    poll_for(lambda: launcher.stderr_has("worker-0 pid=%d: killed by SIGKILL" % first), 20, "exit")
+    poll_for(lambda: launcher.stderr_has(f"worker-0 pid={first}: killed by SIGKILL"), 20, "exit")
     poll_for(lambda: len([x for x in launcher.err if "worker-0 pid=" in x and "started" in x]) == 2,
              30, "the restart")  # fmt: skip
     assert launcher.child_pid("worker-0", 2) != first
