@@ -13,12 +13,13 @@ from typing import Annotated, Any
 import click
 import typer
 
-from launcher import __version__, ports
+from launcher import __version__, control, ports, probes
 from launcher.config import Config, load_config
 from launcher.errors import EXIT_USAGE, DynlaunchError
 from launcher.resolve import check_binaries, ensure_tiny_model, resolve_plan
 from launcher.stack import Stack
 from launcher.statedir import StateDir
+from launcher.status_view import render_status
 from launcher.supervisor import Supervisor
 
 log = logging.getLogger("launcher")
@@ -206,18 +207,88 @@ def up(
         check_binaries(the_plan)
         with StateDir(Path(the_plan.state_dir), the_plan.namespace) as state:
             run_id = uuid.uuid4().hex
-            state.record(run_id, the_plan.url)
+            state.record(run_id, the_plan, cfg.stop_timeout_s)
             sup = Supervisor(run_id, state.logs, os.environ)
-            stack = Stack(
-                the_plan, sup,
-                startup_timeout_s=cfg.startup_timeout_s, stop_timeout_s=cfg.stop_timeout_s,
-                backoff_cap_s=cfg.restart_backoff_cap_s,
-                infra_timeout_s=cfg.infra.connect_timeout_s,
-            )  # fmt: skip
+            deadman = sup.start_deadman()  # kills the run's processes if we are SIGKILLed
+            stack = Stack(the_plan, sup, cfg, on_change=state.write_status)
             code = stack.run()
+            assert deadman.stdin is not None
+            deadman.stdin.close()
     finally:
         ports.release(me)
     raise typer.Exit(code)
+
+
+Target = Annotated[
+    str | None, typer.Option("--namespace", help="The run's namespace (default: the only run).")
+]
+StateDirOfRun = Annotated[str | None, typer.Option("--state-dir", help="The run's state dir.")]
+
+
+@app.command()
+def status(
+    namespace: Target = None,
+    state_dir: StateDirOfRun = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Show a running `up`: children (pid, state, restarts, uptime, ports, GPUs), the frontend's
+    health and models, and the namespace's registrations in etcd.
+
+    Examples:\n
+      dynlaunch status\n
+      dynlaunch status --namespace sglang --json
+    """
+    report = control.status(control.find(state_dir, namespace, os.environ))
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    typer.echo(render_status(report))
+
+
+@app.command()
+def down(
+    namespace: Target = None,
+    state_dir: StateDirOfRun = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Seconds to wait (default: the run's stop budget).")
+    ] = None,
+) -> None:
+    """Stop a running `up` gracefully (SIGTERM) and wait until it has exited.
+
+    Examples:\n
+      dynlaunch down\n
+      dynlaunch down --namespace sglang
+    """
+    info = control.find(state_dir, namespace, os.environ)
+    budget = timeout if timeout is not None else float(info.get("stop_budget_s", 60.0))
+    if not control.stop(info, budget):
+        typer.echo(f"dynlaunch: pid {info['pid']} still running after {budget:.0f}s", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"dynlaunch: stopped pid {info['pid']} ({info['namespace']})")
+
+
+@app.command()
+def health(
+    namespace: Target = None,
+    state_dir: StateDirOfRun = None,
+    url: Annotated[str | None, typer.Option(help="Frontend URL (instead of a local run).")] = None,
+    model: Annotated[str | None, typer.Option(help="Model to check (with --url).")] = None,
+) -> None:
+    """Exit 0 when the stack is ready (the served model is listed AND a one-token completion
+    works), 1 otherwise. Usable as a container readiness probe.
+
+    Examples:\n
+      dynlaunch health\n
+      dynlaunch health --url http://127.0.0.1:8000 --model tiny
+    """
+    if url is None or model is None:
+        info = control.find(state_dir, namespace, os.environ)
+        url, model = url or str(info["url"]), model or str(info["model"])
+    if probes.model_listed(url, model) and probes.one_token_completion(url, model):
+        typer.echo(f"ready: {url} serves {model!r}")
+        return
+    typer.echo(f"not ready: {url} does not serve {model!r} yet", err=True)
+    raise typer.Exit(1)
 
 
 def main() -> None:

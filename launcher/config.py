@@ -26,7 +26,6 @@ ENV_PREFIX = "DYNLAUNCH_"
 ENV_NOT_CONFIG = frozenset({"DYNLAUNCH_RUN_ID"})
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 HF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$")
-ROUTER_MODES = ("round-robin", "random", "kv")
 
 
 def _gpu_id(value: object) -> object:
@@ -93,6 +92,21 @@ class DynamoConfig(_Section):
     python: str | None = None  # interpreter that runs Dynamo; None = dynlaunch's own
 
 
+RestartPolicy = Literal["always", "on-failure", "never"]
+
+
+class RestartConfig(_Section):
+    # Dynamo processes exit 0 when they lose their etcd lease: "always" restarts those too.
+    frontend: RestartPolicy = "always"
+    workers: RestartPolicy = "always"
+    infra: RestartPolicy = "always"
+    startsecs: float = Field(10.0, ge=0)  # up this long = started well; the backoff starts afresh
+    max_restarts: int = Field(5, ge=0)  # more restarts than this within window_s = crash loop
+    window_s: float = Field(60.0, gt=0)
+    backoff_base_s: float = Field(1.0, gt=0)
+    backoff_cap_s: float = Field(30.0, gt=0)
+
+
 class Config(_Section):
     namespace: str = "dynamo"
     model: ModelConfig
@@ -103,7 +117,7 @@ class Config(_Section):
     state_dir: str | None = None
     startup_timeout_s: float = Field(600.0, gt=0)
     stop_timeout_s: float = Field(15.0, gt=0)
-    restart_backoff_cap_s: float = Field(30.0, gt=0)
+    restart: RestartConfig = Field(default_factory=RestartConfig)
 
     @field_validator("namespace")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import socket
 from urllib.parse import urlsplit
 
@@ -48,13 +49,19 @@ def nats_ok(url: str) -> bool:
     return False
 
 
-def model_listed(base_url: str, model: str) -> bool:
+def models(base_url: str) -> list[str]:
+    """The model ids the frontend lists (empty when it does not answer)."""
     try:
         resp = httpx.get(f"{base_url}/v1/models", timeout=TIMEOUT)
-        ids = [m.get("id") for m in resp.json().get("data", [])] if resp.status_code == 200 else []
+        if resp.status_code != 200:
+            return []
+        return [str(m.get("id")) for m in resp.json().get("data", [])]
     except (httpx.HTTPError, ValueError, AttributeError):
-        return False
-    return model in ids
+        return []
+
+
+def model_listed(base_url: str, model: str) -> bool:
+    return model in models(base_url)
 
 
 def one_token_completion(base_url: str, model: str) -> bool:
@@ -64,3 +71,23 @@ def one_token_completion(base_url: str, model: str) -> bool:
         return resp.status_code == 200 and bool(resp.json().get("choices"))
     except (httpx.HTTPError, ValueError, AttributeError):
         return False
+
+
+def etcd_count(endpoints: str, prefix: str) -> int | None:
+    """Keys under ``prefix`` (through etcd's JSON gateway), or None when etcd does not answer."""
+    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+    body = {"key": _b64(prefix), "range_end": _b64(end), "count_only": True}
+    for endpoint in endpoints.split(","):
+        try:
+            resp = httpx.post(
+                f"{endpoint.strip().rstrip('/')}/v3/kv/range", json=body, timeout=TIMEOUT
+            )
+            if resp.status_code == 200:
+                return int(resp.json().get("count", 0))
+        except (httpx.HTTPError, ValueError):
+            continue
+    return None
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()

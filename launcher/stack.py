@@ -2,8 +2,9 @@
 
 Start: etcd, NATS (each healthy before the next), frontend (/health), then all workers at once;
 ready only when /v1/models lists the served model AND a one-token chat completion succeeds.
-Serve: a dead frontend or worker (even one that exits 0: Dynamo does that when it loses its
-etcd lease) is restarted with capped exponential backoff. Stop: workers, frontend, NATS, etcd.
+Serve: a child that exits is restarted by its role's policy with capped exponential backoff (a
+Dynamo process that exits 0 has failed too: it does that when it loses its etcd lease); a crash
+loop ends the run with that child's code. Stop: workers, frontend, NATS, etcd.
 """
 
 from __future__ import annotations
@@ -18,19 +19,38 @@ from collections.abc import Callable
 from functools import partial
 from types import FrameType
 
-from launcher import probes
+from launcher import lifecycle, probes
+from launcher.config import Config
 from launcher.errors import StartupError
+from launcher.lifecycle import Policy, RestartRules
 from launcher.plan import ROLES_START_ORDER, Plan
 from launcher.supervisor import Child, Supervisor, describe_status
 
 log = logging.getLogger(__name__)
 TICK_S = 0.1
-STARTSECS = 10.0  # a child that stayed up this long starts its backoff afresh
 PHASE_REPORT_S = 5.0
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+OnChange = Callable[[list[Child]], None]
+OnExit = Callable[[Child], None]
 
 
 class StopRequestedError(Exception):
-    """SIGINT or SIGTERM arrived."""
+    """SIGINT, SIGTERM or SIGHUP arrived."""
+
+
+class RunEndedError(Exception):
+    """A child ended the run (crash loop, or a critical child that is not restarted)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+def rules_for(cfg: Config, role: str) -> RestartRules:
+    r = cfg.restart
+    policy = {"frontend": r.frontend, "worker": r.workers}.get(role, r.infra)
+    return RestartRules(Policy(policy), r.startsecs, r.max_restarts, r.window_s,
+                        r.backoff_base_s, r.backoff_cap_s)  # fmt: skip
 
 
 class Stack:
@@ -38,22 +58,20 @@ class Stack:
         self,
         plan: Plan,
         supervisor: Supervisor,
+        cfg: Config,
         *,
-        startup_timeout_s: float,
-        stop_timeout_s: float,
-        backoff_cap_s: float,
-        infra_timeout_s: float,
+        on_change: OnChange = lambda _children: None,
+        on_exit: OnExit = lambda _child: None,
     ) -> None:
         self.plan = plan
         self.sup = supervisor
-        self.startup_timeout_s = startup_timeout_s
-        self.stop_timeout_s = stop_timeout_s
-        self.backoff_cap_s = backoff_cap_s
-        self.infra_timeout_s = infra_timeout_s
+        self.cfg = cfg
+        self.on_change = on_change  # lifecycle changed: e.g. write the status file
+        self.on_exit = on_exit  # a child exited on its own: e.g. fence its registration
         self.signals: list[int] = []
         width = max(len(p.name) for p in plan.processes)
         self.children = [supervisor.add(spec, width) for spec in plan.processes]
-        self.ready = False
+        self.restart_times: dict[str, list[float]] = {c.name: [] for c in self.children}
 
     # -- signals: the handler only records; the loops act -------------------------------------
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -65,33 +83,38 @@ class Stack:
 
     # -- the whole run -------------------------------------------------------------------------
     def run(self) -> int:
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        """Start, serve until told to stop, stop. Returns the launcher's exit code."""
+        previous = {s: signal.signal(s, self._on_signal) for s in HANDLED_SIGNALS}
+        code = 0
         try:
             try:
                 self._start()
                 self._announce()
                 self._serve()
             except StopRequestedError:
-                name = signal.Signals(self.signals[0]).name
-                log.info("dynlaunch: %s received, stopping", name)
-                return 0
-            return 0
+                log.info("dynlaunch: %s received, stopping", signal.Signals(self.signals[0]).name)
+            except RunEndedError as ended:
+                code = ended.code
         finally:
-            self._shutdown()
+            killed = self._shutdown()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+        if self.signals and code == 0 and killed:
+            code = lifecycle.signal_exit_code(self.signals[0])  # a stop that had to kill
+        return code
 
     # -- start -----------------------------------------------------------------------------------
     def _start(self) -> None:
-        deadline = time.monotonic() + self.startup_timeout_s
-        if self.plan.by_role("etcd") == []:
+        deadline = time.monotonic() + self.cfg.startup_timeout_s
+        if not self.plan.by_role("etcd"):
             self._wait_external("etcd", self.plan.etcd_endpoints, probes.etcd_ok)
-        if self.plan.by_role("nats") == []:
+        if not self.plan.by_role("nats"):
             self._wait_external("NATS", self.plan.nats_url, probes.nats_ok)
         for role in ROLES_START_ORDER:
             group = [c for c in self.children if c.spec.role == role]
             for child in group:
                 self.sup.spawn(child, time.monotonic())
+            self.on_change(self.children)
             for child in group:
                 url = child.spec.health_url
                 if url is not None:
@@ -100,18 +123,21 @@ class Stack:
                     )
         base, model = self.plan.url, self.plan.served_model
         self._wait(f"model {model!r} listed in {base}/v1/models",
-                   lambda: probes.model_listed(base, model), deadline)  # fmt: skip
-        self._wait("a one-token chat completion", lambda: probes.one_token_completion(base, model),
-                   deadline)  # fmt: skip
-        self.ready = True
+                   partial(probes.model_listed, base, model), deadline)  # fmt: skip
+        self._wait("a one-token chat completion",
+                   partial(probes.one_token_completion, base, model), deadline)  # fmt: skip
+        for child in self.children:
+            child.ready = True
+        self.on_change(self.children)
 
     def _wait_external(self, what: str, endpoint: str, ok: Callable[[str], bool]) -> None:
-        deadline = time.monotonic() + self.infra_timeout_s
+        timeout = self.cfg.infra.connect_timeout_s
+        deadline = time.monotonic() + timeout
         while not ok(endpoint):
             self._check_signals()
             if time.monotonic() > deadline:
                 raise StartupError(
-                    f"{what} at {endpoint} is unreachable after {self.infra_timeout_s:.0f}s "
+                    f"{what} at {endpoint} is unreachable after {timeout:.0f}s "
                     "(infra.connect_timeout_s); is it running?"
                 )
             time.sleep(0.25)
@@ -123,12 +149,12 @@ class Stack:
             for child in self.sup.reap():
                 self._died_early(child)
             if ready():
-                log.debug("ready: %s after %.1fs", phase, time.monotonic() - began)
+                log.debug("dynlaunch: %s after %.1fs", phase, time.monotonic() - began)
                 return
             now = time.monotonic()
             if now > deadline:
                 raise StartupError(
-                    f"not ready after {self.startup_timeout_s:.0f}s (startup_timeout_s): "
+                    f"not ready after {self.cfg.startup_timeout_s:.0f}s (startup_timeout_s): "
                     f"still waiting for {phase}; logs in {self.sup.log_dir}"
                 )
             if sys.stderr.isatty() and now - last_report >= PHASE_REPORT_S:
@@ -160,44 +186,60 @@ class Stack:
         while True:
             self._check_signals()
             now = time.monotonic()
-            for child in self.sup.reap():
-                self._schedule_restart(child, now)
-            for child in self.children:
-                if child.next_start is not None and now >= child.next_start:
-                    child.restarts += 1
-                    self.sup.spawn(child, now)
+            exited = self.sup.reap()
+            for child in exited:
+                self.on_exit(child)
+                self._after_exit(child, now)
+            due = [c for c in self.children if c.next_start is not None and now >= c.next_start]
+            for child in due:
+                child.restarts += 1
+                self.restart_times[child.name].append(now)
+                self.sup.spawn(child, now)
+            if exited or due:
+                self.on_change(self.children)
             time.sleep(TICK_S)
 
-    def _schedule_restart(self, child: Child, now: float) -> None:
+    def _after_exit(self, child: Child, now: float) -> None:
         assert child.status is not None
         uptime = now - child.started_at
-        if uptime >= STARTSECS:
-            child.backoff_attempt = 0  # it ran long enough: the backoff starts afresh
-        delay = backoff_delay(
-            child.backoff_attempt, cap_s=self.backoff_cap_s, jitter=random.random()
+        verdict = lifecycle.decide(
+            rules_for(self.cfg, child.spec.role),
+            status=child.status,
+            uptime_s=uptime,
+            attempt=child.backoff_attempt,
+            recent_restarts=self.restart_times[child.name],
+            now=now,
+            jitter=random.random(),
         )
-        child.backoff_attempt += 1
-        child.next_start = now + delay
-        log.error("%s pid=%s: %s after %.1fs; restart %d in %.1fs",
-                  child.name, child.pid, describe_status(child.status), uptime,
-                  child.restarts + 1, delay)  # fmt: skip
+        what = f"{child.name} pid={child.pid}: {describe_status(child.status)} after {uptime:.1f}s"
+        if verdict.restart:
+            child.backoff_attempt = verdict.attempt
+            child.next_start = now + verdict.delay_s
+            log.error("%s; restart %d in %.1fs", what, child.restarts + 1, verdict.delay_s)
+            return
+        if verdict.crash_loop:
+            r = self.cfg.restart
+            log.error("%s; gave up: %d restarts within %.0fs (restart.max_restarts, "
+                      "restart.window_s)", what, r.max_restarts, r.window_s)  # fmt: skip
+            raise RunEndedError(lifecycle.run_exit_code(child.status))
+        log.warning("%s; not restarted (restart policy)", what)
+        if child.spec.role != "worker":
+            raise RunEndedError(lifecycle.exit_code(child.status))
 
     # -- stop ------------------------------------------------------------------------------------
-    def _shutdown(self) -> None:
+    def _shutdown(self) -> bool:
+        """Stop everything in reverse order; True when something had to be SIGKILLed."""
+        killed = False
         for role in reversed(ROLES_START_ORDER):
             group = [c for c in self.children if c.spec.role == role]
             for child in group:
                 child.next_start = None
-            self.sup.stop(group, self.stop_timeout_s, hurry=lambda: len(self.signals) > 1)
+            killed |= self.sup.stop(group, self.cfg.stop_timeout_s,
+                                    hurry=lambda: len(self.signals) > 1)  # fmt: skip
             for child in group:
                 if child.status is not None and child.pid is not None:
                     log.info("%s pid=%d: stopped (%s)", child.name, child.pid,
                              describe_status(child.status))  # fmt: skip
-        self.sup.sweep()
-
-
-def backoff_delay(
-    attempt: int, *, base_s: float = 1.0, cap_s: float = 30.0, jitter: float
-) -> float:
-    """Capped exponential backoff; ``jitter`` in [0, 1) takes off up to 20%."""
-    return min(cap_s, base_s * 2.0**attempt) * (1.0 - 0.2 * jitter)
+        killed |= self.sup.sweep() > 0
+        self.on_change(self.children)
+        return killed

@@ -7,11 +7,26 @@ import fcntl
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
 from launcher.errors import ConfigError
+from launcher.plan import Plan
+from launcher.supervisor import Child
+
+
+def _write_atomic(path: Path, data: object) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data) + "\n")
+    tmp.replace(path)
+
+
+def plan_stop_budget(plan: Plan, stop_timeout_s: float) -> float:
+    """Worst case of a stop: every tier waits its timeout, plus a margin for the sweep."""
+    tiers = {p.role for p in plan.processes}
+    return len(tiers) * stop_timeout_s + 5.0
 
 
 class StateDir:
@@ -50,10 +65,36 @@ class StateDir:
         self.logs.mkdir(exist_ok=True)
         return self
 
-    def record(self, run_id: str, url: str) -> None:
-        """What `status`, `down` and tests need to find this run: pid, run tag, frontend URL."""
-        info = {"pid": os.getpid(), "run_id": run_id, "namespace": self.namespace, "url": url}
-        (self.root / "launcher.json").write_text(json.dumps(info) + "\n")
+    def record(self, run_id: str, plan: Plan, stop_timeout_s: float) -> None:
+        """What `status`, `down`, `health` and `clear-namespace` need to find this run."""
+        info = {
+            "pid": os.getpid(),
+            "run_id": run_id,
+            "namespace": self.namespace,
+            "url": plan.url,
+            "model": plan.served_model,
+            "etcd": plan.etcd_endpoints,
+            "nats": plan.nats_url,
+            "stop_budget_s": plan_stop_budget(plan, stop_timeout_s),
+        }
+        _write_atomic(self.root / "launcher.json", info)
+
+    def write_status(self, children: list[Child]) -> None:
+        """The children as `dynlaunch status` shows them; rewritten on every lifecycle change."""
+        rows = [
+            {
+                "name": c.name,
+                "role": c.spec.role,
+                "pid": c.pid if c.alive else None,
+                "state": c.state,
+                "restarts": c.restarts,
+                "started": c.started_wall if c.alive else None,
+                "ports": dict(c.spec.ports),
+                "gpus": list(c.spec.gpus),
+            }
+            for c in children
+        ]
+        _write_atomic(self.root / "status.json", {"updated": time.time(), "children": rows})
 
     @property
     def pid_file(self) -> Path:
@@ -65,7 +106,7 @@ class StateDir:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for name in ("launcher.pid", "launcher.json"):
+        for name in ("launcher.pid", "launcher.json", "status.json"):
             with contextlib.suppress(OSError):
                 (self.root / name).unlink()
         if self._lock is not None:

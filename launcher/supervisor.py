@@ -13,16 +13,17 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from launcher.deadman import RUN_TAG, kill_all, tagged_pids
 from launcher.output import Relay
 from launcher.plan import ProcessSpec
 
 log = logging.getLogger(__name__)
-RUN_TAG = "DYNLAUNCH_RUN_ID"
 
 
 def describe_status(status: int) -> str:
@@ -46,6 +47,8 @@ class Child:
     backoff_attempt: int = 0  # consecutive quick failures, for the backoff
     next_start: float | None = None  # when a restart is due
     expected_exit: bool = False  # we asked it to stop
+    ready: bool = False  # the stack reached ready with this child in it
+    started_wall: float = 0.0  # time.time() of the last start, for `status`
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
 
     @property
@@ -55,6 +58,14 @@ class Child:
     @property
     def alive(self) -> bool:
         return self.pid is not None and self.status is None
+
+    @property
+    def state(self) -> str:
+        if self.alive:
+            return "stopping" if self.expected_exit else "running" if self.ready else "starting"
+        if self.next_start is not None:
+            return "backoff"
+        return "stopped" if self.expected_exit else "exited" if self.pid else "pending"
 
 
 class Supervisor:
@@ -83,6 +94,7 @@ class Supervisor:
         assert proc.stdout is not None
         child.proc, child.pid, child.status = proc, proc.pid, None
         child.started_at, child.next_start, child.expected_exit = now, None, False
+        child.started_wall = time.time()
         self._by_pid[proc.pid] = child
         child.relay.start(proc.stdout)
         log.info("%s pid=%d: started: %s", child.name, proc.pid, " ".join(child.spec.argv[:4]))
@@ -115,10 +127,11 @@ class Supervisor:
 
     def stop(
         self, children: Iterable[Child], timeout: float, hurry: Callable[[], bool] = lambda: False
-    ) -> None:
+    ) -> bool:
         """SIGTERM each group, wait up to ``timeout`` for all to exit, then SIGKILL what is left.
 
-        ``hurry()`` turning true (a second Ctrl-C) skips the rest of the wait.
+        ``hurry()`` turning true (a second Ctrl-C) skips the rest of the wait. Returns True when
+        a child had to be SIGKILLed.
         """
         group = [c for c in children if c.pid is not None]
         for child in group:
@@ -130,10 +143,12 @@ class Supervisor:
         while any(c.alive for c in group) and time.monotonic() < deadline and not hurry():
             self.reap()
             time.sleep(0.05)
+        killed = False
         for child in group:
             if child.alive:
-                log.error("%s pid=%d: still running after %.0fs, SIGKILL", child.name, child.pid,
-                          timeout)  # fmt: skip
+                killed = True
+                log.error("%s pid=%d: still running after %.1fs, SIGKILL", child.name, child.pid,
+                          time.monotonic() - deadline + timeout)  # fmt: skip
             # The group may hold stragglers even when its leader is gone.
             self.signal_group(child, signal.SIGKILL)
         while any(c.alive for c in group):
@@ -141,24 +156,25 @@ class Supervisor:
             time.sleep(0.02)
         for child in group:
             child.relay.join(1.0)
+        return killed
 
     def sweep(self) -> int:
-        """SIGKILL every process that carries this run's tag; return how many there were."""
-        needle = f"{RUN_TAG}={self.run_id}".encode()
-        killed = 0
-        for proc in Path("/proc").iterdir():
-            if not proc.name.isdigit() or int(proc.name) == os.getpid():
-                continue
-            try:
-                environ = (proc / "environ").read_bytes()
-            except OSError:
-                continue
-            if needle in environ.split(b"\0"):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(int(proc.name), signal.SIGKILL)
-                    killed += 1
-                    log.warning("pid=%s: escaped its group; killed by the final sweep", proc.name)
-        if killed:
+        """SIGKILL every process that still carries this run's tag; return how many there were."""
+        strays = tagged_pids(self.run_id)
+        for pid in strays:
+            log.warning("pid=%d: escaped its group; killed by the final sweep", pid)
+        kill_all(strays, signal.SIGKILL)
+        if strays:
             time.sleep(0.1)
             self.reap()
-        return killed
+        return len(strays)
+
+    def start_deadman(self) -> subprocess.Popen[bytes]:
+        """The dead-man switch: kills this run's processes if we die without stopping them.
+        Keep the returned process's stdin open for as long as the children may live."""
+        return subprocess.Popen(
+            [sys.executable, "-m", "launcher.deadman", self.run_id],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )

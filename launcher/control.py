@@ -1,0 +1,120 @@
+"""Talk to a running `dynlaunch up` through its state dir: find it, read its status, stop it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from launcher import probes
+from launcher.errors import DynlaunchError
+
+EXIT_NOT_RUNNING = 1
+
+
+class NotRunningError(DynlaunchError):
+    exit_code = EXIT_NOT_RUNNING
+
+
+def states_root(environ: Mapping[str, str]) -> Path:
+    base = environ.get("XDG_STATE_HOME") or os.path.join(
+        environ.get("HOME", "/tmp"), ".local", "state"
+    )
+    return Path(base) / "dynlaunch"
+
+
+def _alive(pid: int) -> bool:
+    """True for a live process; a zombie (exited, not yet reaped by its parent) is not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def read_info(state_dir: Path) -> dict[str, Any] | None:
+    """The running launcher's launcher.json, or None when no live launcher owns ``state_dir``."""
+    try:
+        info = json.loads((state_dir / "launcher.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or not _alive(int(info.get("pid", 0)) or -1):
+        return None
+    info["state_dir"] = str(state_dir)
+    return info
+
+
+def find(
+    state_dir: str | None, namespace: str | None, environ: Mapping[str, str]
+) -> dict[str, Any]:
+    """The launcher named by --state-dir or --namespace, else the only one running."""
+    if state_dir is not None or namespace is not None:
+        where = Path(state_dir) if state_dir else states_root(environ) / str(namespace)
+        info = read_info(where)
+        if info is None:
+            raise NotRunningError(f"no running dynlaunch with state dir {where}")
+        return info
+    running = [i for d in sorted(states_root(environ).glob("*")) if (i := read_info(d))]
+    if not running:
+        raise NotRunningError(f"no running dynlaunch found under {states_root(environ)}")
+    if len(running) > 1:
+        names = ", ".join(str(i["namespace"]) for i in running)
+        raise NotRunningError(f"several dynlaunch runs ({names}): pick one with --namespace")
+    return running[0]
+
+
+def status(info: Mapping[str, Any]) -> dict[str, Any]:
+    """Children (status.json), the frontend's health and models, the namespace's registrations."""
+    try:
+        data = json.loads((Path(info["state_dir"]) / "status.json").read_text())
+    except (OSError, ValueError):
+        data = {"children": []}
+    now = time.time()
+    children = []
+    for row in data.get("children", []):
+        started = row.pop("started", None)
+        row["uptime_s"] = round(now - started, 1) if started else None
+        children.append(row)
+    url, model = str(info["url"]), str(info["model"])
+    frontend = {
+        "url": url,
+        "healthy": probes.http_ok(f"{url}/health"),
+        "models": probes.models(url),
+        "ready": probes.model_listed(url, model),
+    }
+    return {
+        "launcher": {
+            "pid": info["pid"],
+            "namespace": info["namespace"],
+            "state_dir": info["state_dir"],
+        },
+        "children": children,
+        "frontend": frontend,
+        "registrations": registrations(str(info.get("etcd") or ""), str(info["namespace"])),
+    }
+
+
+def registrations(etcd: str, namespace: str) -> dict[str, int | None]:
+    """How many keys of each Dynamo 1.x kind the namespace has in etcd (None: etcd unreachable)."""
+    prefixes = {
+        "instances": f"v1/instances/{namespace}/",
+        "model_cards": f"v1/mdc/{namespace}/",
+        "event_channels": f"v1/event_channels/namespace/{namespace}/",
+        "event_sources": f"v1/event_sources/namespace/{namespace}/",
+    }
+    return {kind: probes.etcd_count(etcd, prefix) for kind, prefix in prefixes.items()}
+
+
+def stop(info: Mapping[str, Any], timeout: float) -> bool:
+    """SIGTERM the launcher and wait for it to exit; True when it did within ``timeout``."""
+    pid = int(info["pid"])
+    os.kill(pid, 15)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True

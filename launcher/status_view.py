@@ -1,0 +1,40 @@
+"""`dynlaunch status` as a table for people."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _uptime(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+def render_status(report: dict[str, Any]) -> str:
+    launcher, frontend = report["launcher"], report["frontend"]
+    lines = [
+        f"dynlaunch pid {launcher['pid']}, namespace {launcher['namespace']}, "
+        f"state {launcher['state_dir']}",
+        "",
+        f"{'NAME':<10} {'ROLE':<9} {'PID':>7} {'STATE':<9} {'RESTARTS':>8} {'UPTIME':>8}"
+        "  PORTS  GPUS",
+    ]
+    for c in report["children"]:
+        ports = ",".join(f"{k}={v}" for k, v in c["ports"].items())
+        lines.append(
+            f"{c['name']:<10} {c['role']:<9} {c['pid'] or '-':>7} {c['state']:<9} "
+            f"{c['restarts']:>8} {_uptime(c['uptime_s']):>8}  {ports}  {','.join(c['gpus']) or '-'}"
+        )
+    health = "healthy" if frontend["healthy"] else "not answering"
+    ready = "ready" if frontend["ready"] else "NOT ready"
+    lines += [
+        "",
+        f"frontend {frontend['url']}: {health}, {ready}; "
+        f"models: {', '.join(frontend['models']) or '-'}",
+        "registrations: "
+        + ", ".join(f"{k}={'?' if v is None else v}" for k, v in report["registrations"].items()),
+    ]
+    return "\n".join(lines)
