@@ -10,7 +10,6 @@ import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
-import click
 import typer
 
 from launcher import __version__, control, ports, probes
@@ -291,19 +290,26 @@ def health(
     raise typer.Exit(1)
 
 
+def _message(err: Exception) -> str:
+    format_message = getattr(err, "format_message", None)
+    text = format_message() if callable(format_message) else str(err)
+    return " ".join(str(text).split())
+
+
 def main() -> None:
     """Entry point: run the Typer app; print every error as one line with its own exit code."""
     command = typer.main.get_command(app)
     try:
         code = command.main(prog_name="dynlaunch", standalone_mode=False)
-    except click.exceptions.Exit as done:
+    except typer.Exit as done:
         code = done.exit_code
-    except click.UsageError as err:
-        flag = f" ({err.ctx.command_path})" if err.ctx is not None else ""
-        typer.echo(f"dynlaunch: error{flag}: {err.format_message()}", err=True)
-        code = EXIT_USAGE
-    except click.Abort:
+    except typer.Abort:
         code = 130
+    except typer.TyperException as err:  # a usage error: bad flag value, missing argument
+        ctx = getattr(err, "ctx", None)
+        where = f" ({ctx.command_path})" if ctx is not None else ""
+        typer.echo(f"dynlaunch: error{where}: {_message(err)}", err=True)
+        code = int(getattr(err, "exit_code", EXIT_USAGE))
     except DynlaunchError as err:
         logging.getLogger("launcher").debug("error", exc_info=True)
         typer.echo(f"dynlaunch: error: {err}", err=True)

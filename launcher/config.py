@@ -25,6 +25,7 @@ ENV_PREFIX = "DYNLAUNCH_"
 # DYNLAUNCH_* variables that are not config keys (set by dynlaunch itself on its children).
 ENV_NOT_CONFIG = frozenset({"DYNLAUNCH_RUN_ID"})
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+SECRET_RE = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|(^|_)KEY$", re.I)
 HF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$")
 
 
@@ -37,7 +38,8 @@ Port = Annotated[int, Field(ge=1, le=65535)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # coerce_numbers_to_str: DYNLAUNCH_NAMESPACE=123 or version: 0.5 are strings where one is wanted
+    model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
 
 
 class ModelConfig(_Section):
@@ -122,7 +124,7 @@ class Config(_Section):
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, value: str) -> str:
-        if not NAMESPACE_RE.match(value):
+        if not NAMESPACE_RE.fullmatch(value):
             raise ValueError("use letters, digits, '-' and '_' only (Dynamo's rule), not empty")
         return value
 
@@ -190,7 +192,7 @@ def env_layer(environ: Mapping[str, str]) -> Layer:
     for name, raw in sorted(environ.items()):
         if not name.startswith(ENV_PREFIX) or name in ENV_NOT_CONFIG:
             continue
-        keys = name[len(ENV_PREFIX) :].lower().split("__")
+        keys = _env_keys(name[len(ENV_PREFIX) :].split("__"))
         try:
             value = yaml.safe_load(raw) if raw else raw
         except yaml.YAMLError:
@@ -202,6 +204,14 @@ def env_layer(environ: Mapping[str, str]) -> Layer:
                 raise ConfigError(f"{name}: conflicts with another DYNLAUNCH_ variable")
         node[keys[-1]] = value
     return Layer("env", data)
+
+
+def _env_keys(parts: list[str]) -> list[str]:
+    """Config keys are lower case; names below an `env` section keep theirs (HF_TOKEN)."""
+    keys: list[str] = []
+    for part in parts:
+        keys.append(part if keys and keys[-1] == "env" else part.lower())
+    return keys
 
 
 def deep_merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
@@ -239,7 +249,9 @@ def format_validation_error(err: ValidationError, layers: list[Layer]) -> str:
     if first["type"] == "extra_forbidden":
         return f"{_origin(layers, loc)}: unknown config key (see `dynlaunch up --help` or README)"
     shown = first.get("input")
-    got = f" (got {shown!r})" if not isinstance(shown, dict) and first["type"] != "missing" else ""
+    secret = any(SECRET_RE.search(part) for part in loc)
+    hidden = secret or isinstance(shown, dict) or first["type"] == "missing"
+    got = "" if hidden else f" (got {shown!r})"
     return f"{_origin(layers, loc)}: {msg}{got}"
 
 
@@ -286,10 +298,10 @@ def _get(data: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
     return node
 
 
-def check_model_path(cfg: Config, origin: str = "model.path") -> None:
+def check_model_path(cfg: Config, origin: str = "model.path (--model-path)") -> None:
     """A model is an existing directory or a plausible Hugging Face id (org/name)."""
     path = cfg.model.path
-    if os.path.isdir(path) or (HF_ID_RE.match(path) and not os.path.exists(path)):
+    if os.path.isdir(path) or (HF_ID_RE.fullmatch(path) and not os.path.exists(path)):
         return
     raise ConfigError(
         f"{origin} {path!r}: neither an existing directory nor a Hugging Face id like org/name"

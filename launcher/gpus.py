@@ -35,10 +35,10 @@ def available(
         missing = [gpu for gpu in asked if listed and gpu not in listed]
         if missing:
             raise ConfigError(
-                f"--gpus {','.join(asked)}: GPU {missing[0]} does not exist "
+                f"workers.gpus (--gpus) {','.join(asked)}: GPU {missing[0]} does not exist "
                 f"(nvidia-smi lists {','.join(listed)})"
             )
-        return tuple(asked), "--gpus"
+        return tuple(asked), "workers.gpus (--gpus)"
     mask = environ.get("CUDA_VISIBLE_DEVICES")
     if mask is not None:
         return tuple(g.strip() for g in mask.split(",") if g.strip()), "CUDA_VISIBLE_DEVICES"

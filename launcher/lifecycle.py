@@ -49,7 +49,7 @@ def failed(status: int) -> bool:
 
 def backoff_delay(attempt: int, *, base_s: float, cap_s: float, jitter: float) -> float:
     """Capped exponential backoff; ``jitter`` in [0, 1) takes off up to 20%."""
-    return min(cap_s, base_s * 2.0**attempt) * (1.0 - 0.2 * jitter)
+    return min(cap_s, base_s * 2.0 ** min(attempt, 60)) * (1.0 - 0.2 * jitter)
 
 
 def decide(

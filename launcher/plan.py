@@ -6,6 +6,7 @@ external endpoints) and passes them in, so the same inputs always give the same 
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -20,7 +21,7 @@ from launcher.versions import is_1x, sglang_module
 SYSTEM_PORT_MAX = 32767  # Dynamo parses DYN_SYSTEM_PORT as a signed 16-bit number
 ROLES_START_ORDER = ("etcd", "nats", "frontend", "worker")
 SECRET_NAME_RE = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_KEY|(^|_)KEY$", re.I)
-SECRET_FLAG_RE = re.compile(r"^--?[\w-]*(token|secret|password|api-key|api_key)[\w-]*$", re.I)
+SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "apikey", "credentials"})
 
 
 @dataclass(frozen=True)
@@ -97,21 +98,28 @@ class Plan:
         }
 
 
+def is_secret_flag(flag: str) -> bool:
+    """`--api-key`, `--hf-token`, `--nats-password`: a word of the flag names a secret.
+    (`--skip-tokenizer-init` does not: 'tokenizer' is not 'token'.)"""
+    if not flag.startswith("-"):
+        return False
+    words = re.split(r"[-_]+", flag.lstrip("-").lower())
+    joined = {a + b for a, b in itertools.pairwise(words)}
+    return bool(SECRET_WORDS & (set(words) | joined))
+
+
 def mask_argv(argv: tuple[str, ...]) -> list[str]:
+    """The argv with the value of every secret-looking flag shown as ***."""
     out: list[str] = []
     hide_next = False
     for arg in argv:
-        if hide_next:
+        if hide_next and not arg.startswith("-"):
             out.append("***")
             hide_next = False
             continue
         flag, eq, _ = arg.partition("=")
-        if SECRET_FLAG_RE.match(flag):
-            if eq:
-                out.append(f"{flag}=***")
-                continue
-            hide_next = True
-        out.append(arg)
+        hide_next = is_secret_flag(flag) and not eq
+        out.append(f"{flag}=***" if eq and is_secret_flag(flag) else arg)
     return out
 
 

@@ -35,7 +35,11 @@ def owner(port: int) -> str | None:
         with contextlib.suppress(OSError):
             for line in Path(table).read_text().splitlines()[1:]:
                 cols = line.split()
-                if len(cols) > 9 and cols[3] == "0A" and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                if (
+                    len(cols) > 9
+                    and cols[3] in ("0A", "07")
+                    and int(cols[1].rsplit(":", 1)[1], 16) == port
+                ):
                     inodes.add(f"socket:[{cols[9]}]")
     if not inodes:
         return None
