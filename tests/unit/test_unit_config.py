@@ -412,7 +412,7 @@ def test_available_asked_gpu_missing() -> None:
     with pytest.raises(ConfigError) as err:
         gpus.available(["0", "7"], {}, ("0", "1"))
     msg = str(err.value)
-    assert msg.startswith("--gpus 0,7:")
+    assert msg.startswith("workers.gpus (--gpus) 0,7:")
     assert "GPU 7 does not exist" in msg
     assert "0,1" in msg
 
