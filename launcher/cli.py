@@ -15,6 +15,7 @@ import typer
 from launcher import __version__, control, ports, probes
 from launcher.config import Config, load_config
 from launcher.errors import EXIT_USAGE, DynlaunchError
+from launcher.fencing import Fence
 from launcher.resolve import check_binaries, ensure_tiny_model, resolve_plan
 from launcher.stack import Stack
 from launcher.statedir import StateDir
@@ -209,7 +210,7 @@ def up(
             state.record(run_id, the_plan, cfg.stop_timeout_s)
             sup = Supervisor(run_id, state.logs, os.environ)
             deadman = sup.start_deadman()  # kills the run's processes if we are SIGKILLed
-            stack = Stack(the_plan, sup, cfg, on_change=state.write_status)
+            stack = Stack(the_plan, sup, cfg, on_change=state.write_status, on_exit=Fence(the_plan))
             code = stack.run()
             assert deadman.stdin is not None
             deadman.stdin.close()
@@ -315,3 +316,8 @@ def main() -> None:
         typer.echo(f"dynlaunch: error: {err}", err=True)
         code = err.exit_code
     sys.exit(code if isinstance(code, int) else 0)
+
+
+from launcher.cli_clear import clear_namespace  # noqa: E402
+
+app.command("clear-namespace")(clear_namespace)

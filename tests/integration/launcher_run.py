@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -50,16 +51,29 @@ def tagged_pids(run_id: str) -> set[int]:
 class Launcher:
     """`python -m launcher up ...` with stderr (lifecycle lines) and stdout (children) captured."""
 
-    def __init__(self, args: list[str], tmp: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: list[str],
+        tmp: Path,
+        env: dict[str, str] | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> None:
         self.state_dir = tmp / "state"
         full_env = {k: v for k, v in os.environ.items() if not k.startswith("DYNLAUNCH_")}
         full_env |= {"HOME": str(tmp), "XDG_CACHE_HOME": str(REPO / ".cache-test")}
         full_env.pop("ETCD_ENDPOINTS", None)
         full_env.pop("NATS_SERVER", None)
         full_env |= env or {}
-        argv = [sys.executable, "-m", "launcher", "up", *args, "--state-dir", str(self.state_dir)]
+        argv = [*prefix, sys.executable, "-m", "launcher", "up", *args]
+        argv += ["--state-dir", str(self.state_dir)]
         self.proc = subprocess.Popen(
-            argv, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+            argv,
+            cwd=REPO,
+            env=full_env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,  # so that kill() takes a wrapper (unshare) and dynlaunch
         )
         self.err: list[str] = []
         self.out: list[str] = []
@@ -109,13 +123,16 @@ class Launcher:
 
     def kill(self) -> None:
         if self.proc.poll() is None:
-            self.proc.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
         self._close()
 
     def _close(self) -> None:
         for thread in self._threads:
             thread.join(5)
+        if any(thread.is_alive() for thread in self._threads):
+            return  # a reader still blocks: closing its stream would block too
         for stream in (self.proc.stdout, self.proc.stderr):
             if stream is not None and not stream.closed:
                 stream.close()

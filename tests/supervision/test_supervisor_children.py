@@ -1,0 +1,54 @@
+"""The supervisor against real misbehaving children: stop escalation and the tag sweep."""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import uuid
+from pathlib import Path
+
+from launcher.deadman import tagged_pids
+from launcher.plan import ProcessSpec
+from launcher.supervisor import Supervisor
+
+CHILDREN = Path(__file__).resolve().parents[1] / "children"
+
+
+def _start(tmp_path: Path, script: str) -> tuple[Supervisor, list]:
+    sup = Supervisor(uuid.uuid4().hex, tmp_path / "logs", os.environ)
+    spec = ProcessSpec(script, "worker", (sys.executable, str(CHILDREN / f"{script}.py")), {})
+    child = sup.add(spec, 20)
+    sup.spawn(child, time.monotonic())
+    deadline = time.monotonic() + 10
+    while not child.relay.tail and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert child.relay.tail, "the child never said it was ready"
+    return sup, [child]
+
+
+def test_sigterm_ignorer_is_killed_after_its_timeout_not_before(tmp_path: Path) -> None:
+    sup, children = _start(tmp_path, "sigterm_ignorer")
+    began = time.monotonic()
+    killed = sup.stop(children, timeout=1.5)
+    took = time.monotonic() - began
+    assert killed
+    assert took >= 1.5
+    assert took < 5
+    status = children[0].status
+    assert status is not None
+    assert os.WIFSIGNALED(status)
+    assert os.WTERMSIG(status) == signal.SIGKILL
+
+
+def test_grandchild_that_called_setsid_is_gone_after_stop(tmp_path: Path) -> None:
+    sup, children = _start(tmp_path, "setsid_grandchild")
+    grandchild = int(children[0].relay.tail[0].split()[1])
+    assert grandchild in tagged_pids(sup.run_id)
+    sup.stop(children, timeout=2)
+    assert sup.sweep() == 1  # it escaped the group kill; the tag found it
+    deadline = time.monotonic() + 5
+    while grandchild in tagged_pids(sup.run_id) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tagged_pids(sup.run_id) == []
