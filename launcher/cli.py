@@ -54,7 +54,8 @@ FLAG_KEYS = {
 }
 
 Backend = Annotated[
-    str, typer.Argument(help="sglang (real GPUs) or mocker (Dynamo's mock engine).")
+    str,
+    typer.Argument(metavar="BACKEND", help="sglang (real GPUs) or mocker (Dynamo's mock engine)."),
 ]
 ConfigPath = Annotated[
     str | None, typer.Option("--config", "-c", help="YAML config file (see configs/).")
@@ -79,7 +80,10 @@ StartupTimeout = Annotated[
     typer.Option(help="Seconds to wait for readiness (large models load for minutes)."),
 ]
 Extra = Annotated[
-    list[str] | None, typer.Argument(help="Engine args after --, passed through verbatim.")
+    list[str] | None,
+    typer.Argument(
+        metavar="ENGINE_ARGS", help="Engine args after --, passed through verbatim."
+    ),
 ]
 
 
