@@ -14,10 +14,10 @@ import typer
 
 from launcher import __version__, control, ports, probes
 from launcher.config import Config, load_config
+from launcher.coordination import Coordination
 from launcher.errors import EXIT_USAGE, DynlaunchError
-from launcher.fencing import Fence
 from launcher.resolve import check_binaries, ensure_tiny_model, resolve_plan
-from launcher.stack import Stack
+from launcher.stack import Hooks, Stack
 from launcher.statedir import StateDir
 from launcher.status_view import render_status
 from launcher.supervisor import Supervisor
@@ -81,9 +81,7 @@ StartupTimeout = Annotated[
 ]
 Extra = Annotated[
     list[str] | None,
-    typer.Argument(
-        metavar="ENGINE_ARGS", help="Engine args after --, passed through verbatim."
-    ),
+    typer.Argument(metavar="ENGINE_ARGS", help="Engine args after --, passed through verbatim."),
 ]
 
 
@@ -214,7 +212,15 @@ def up(
             state.record(run_id, the_plan, cfg.stop_timeout_s)
             sup = Supervisor(run_id, state.logs, os.environ)
             deadman = sup.start_deadman()  # kills the run's processes if we are SIGKILLed
-            stack = Stack(the_plan, sup, cfg, on_change=state.write_status, on_exit=Fence(the_plan))
+            etcd = Coordination(the_plan)
+            hooks = Hooks(
+                etcd_ready=etcd.etcd_ready,
+                before_frontend=etcd.before_frontend,
+                on_change=state.write_status,
+                on_exit=etcd.fence,
+                dynamo_stopped=etcd.release,
+            )
+            stack = Stack(the_plan, sup, cfg, hooks)
             code = stack.run()
             assert deadman.stdin is not None
             deadman.stdin.close()

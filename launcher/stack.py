@@ -16,6 +16,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from types import FrameType
 
@@ -30,8 +31,21 @@ log = logging.getLogger(__name__)
 TICK_S = 0.1
 PHASE_REPORT_S = 5.0
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-OnChange = Callable[[list[Child]], None]
-OnExit = Callable[[Child], None]
+
+
+def _nothing() -> None:
+    pass
+
+
+@dataclass
+class Hooks:
+    """What the stack's owner does at lifecycle points (the stack itself only runs processes)."""
+
+    etcd_ready: Callable[[], None] = _nothing  # etcd answers; nothing of Dynamo runs yet
+    before_frontend: Callable[[], None] = _nothing
+    on_change: Callable[[list[Child]], None] = lambda _children: None  # e.g. the status file
+    on_exit: Callable[[Child], None] = lambda _child: None  # exited on its own: e.g. fence it
+    dynamo_stopped: Callable[[], None] = _nothing  # workers and frontend are down, infra is up
 
 
 class StopRequestedError(Exception):
@@ -59,15 +73,12 @@ class Stack:
         plan: Plan,
         supervisor: Supervisor,
         cfg: Config,
-        *,
-        on_change: OnChange = lambda _children: None,
-        on_exit: OnExit = lambda _child: None,
+        hooks: Hooks | None = None,
     ) -> None:
         self.plan = plan
         self.sup = supervisor
         self.cfg = cfg
-        self.on_change = on_change  # lifecycle changed: e.g. write the status file
-        self.on_exit = on_exit  # a child exited on its own: e.g. fence its registration
+        self.hooks = hooks or Hooks()
         self.signals: list[int] = []
         width = max(len(p.name) for p in plan.processes)
         self.children = [supervisor.add(spec, width) for spec in plan.processes]
@@ -108,19 +119,22 @@ class Stack:
         deadline = time.monotonic() + self.cfg.startup_timeout_s
         if not self.plan.by_role("etcd"):
             self._wait_external("etcd", self.plan.etcd_endpoints, probes.etcd_ok)
+            self.hooks.etcd_ready()
         if not self.plan.by_role("nats"):
             self._wait_external("NATS", self.plan.nats_url, probes.nats_ok)
         for role in ROLES_START_ORDER:
+            if role == "frontend":
+                self.hooks.before_frontend()
             group = [c for c in self.children if c.spec.role == role]
             for child in group:
                 self.sup.spawn(child, time.monotonic())
-            self.on_change(self.children)
+            self.hooks.on_change(self.children)
             for child in group:
-                url = child.spec.health_url
-                if url is not None:
-                    self._wait(
-                        f"{child.name} health ({url})", partial(probes.http_ok, url), deadline
-                    )
+                if child.spec.health_url is not None:
+                    probe = partial(probes.http_ok, child.spec.health_url)
+                    self._wait(f"{child.name} health ({child.spec.health_url})", probe, deadline)
+            if role == "etcd" and group:
+                self.hooks.etcd_ready()
         base, model = self.plan.url, self.plan.served_model
         self._wait(f"model {model!r} listed in {base}/v1/models",
                    partial(probes.model_listed, base, model), deadline)  # fmt: skip
@@ -128,7 +142,7 @@ class Stack:
                    partial(probes.one_token_completion, base, model), deadline)  # fmt: skip
         for child in self.children:
             child.ready = True
-        self.on_change(self.children)
+        self.hooks.on_change(self.children)
 
     def _wait_external(self, what: str, endpoint: str, ok: Callable[[str], bool]) -> None:
         timeout = self.cfg.infra.connect_timeout_s
@@ -188,7 +202,7 @@ class Stack:
             now = time.monotonic()
             exited = self.sup.reap()
             for child in exited:
-                self.on_exit(child)
+                self.hooks.on_exit(child)
                 self._after_exit(child, now)
             due = [c for c in self.children if c.next_start is not None and now >= c.next_start]
             for child in due:
@@ -196,7 +210,7 @@ class Stack:
                 self.restart_times[child.name].append(now)
                 self.sup.spawn(child, now)
             if exited or due:
-                self.on_change(self.children)
+                self.hooks.on_change(self.children)
             time.sleep(TICK_S)
 
     def _after_exit(self, child: Child, now: float) -> None:
@@ -231,6 +245,8 @@ class Stack:
         """Stop everything in reverse order; True when something had to be SIGKILLed."""
         killed = False
         for role in reversed(ROLES_START_ORDER):
+            if role == "nats":
+                self.hooks.dynamo_stopped()
             group = [c for c in self.children if c.spec.role == role]
             for child in group:
                 child.next_start = None
@@ -241,5 +257,5 @@ class Stack:
                     log.info("%s pid=%d: stopped (%s)", child.name, child.pid,
                              describe_status(child.status))  # fmt: skip
         killed |= self.sup.sweep() > 0
-        self.on_change(self.children)
+        self.hooks.on_change(self.children)
         return killed

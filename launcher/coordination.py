@@ -1,0 +1,81 @@
+"""What `up` does in etcd around its children: one launcher per namespace (a lease-backed lock
+key), the stale-only clear before the frontend starts, and fencing of workers that exit."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+
+from launcher import clearns
+from launcher.errors import ConfigError, DynlaunchError
+from launcher.plan import Plan
+from launcher.supervisor import Child
+
+log = logging.getLogger(__name__)
+LOCK_TTL_S = 10
+KEEPALIVE_S = 3.0
+
+
+class Coordination:
+    def __init__(self, plan: Plan) -> None:
+        self.etcd = plan.etcd_endpoints
+        self.nats = plan.nats_url
+        self.namespace = plan.namespace
+        self.holder = f"{socket.gethostname()} pid {os.getpid()}"
+        self._lease: int | None = None
+        self._stop = threading.Event()
+        self._keeper: threading.Thread | None = None
+
+    def etcd_ready(self) -> None:
+        """Claim the namespace (a second `up` on it exits 2 naming this one); nothing of Dynamo
+        runs yet."""
+        self._lease = clearns.acquire_lock(self.etcd, self.namespace, self.holder, LOCK_TTL_S)
+        log.info("dynlaunch: holds namespace %r in etcd (lease %x)", self.namespace, self._lease)
+        self._keeper = threading.Thread(target=self._keep, name="namespace-lock", daemon=True)
+        self._keeper.start()
+
+    def _keep(self) -> None:
+        while not self._stop.wait(KEEPALIVE_S):
+            try:
+                if self._lease is not None and clearns.keep_lock(self.etcd, self._lease):
+                    continue
+                self._lease = clearns.acquire_lock(
+                    self.etcd, self.namespace, self.holder, LOCK_TTL_S
+                )
+                log.warning("dynlaunch: namespace lock was lost; taken again")
+            except (DynlaunchError, ConfigError) as err:  # etcd restarting; try again
+                log.warning("dynlaunch: namespace lock: %s", err)
+
+    def before_frontend(self) -> None:
+        """Remove registrations whose owner is gone; a live worker's are never touched."""
+        counts = clearns.clear_stale(self.etcd, self.namespace, self.nats)
+        removed = {kind: c["removed"] for kind, c in counts.items() if c["removed"]}
+        if removed:
+            log.info("dynlaunch: cleared stale registrations of %r: %s", self.namespace,
+                     ", ".join(f"{n} {kind}" for kind, n in removed.items()))  # fmt: skip
+
+    def fence(self, child: Child) -> None:
+        """A worker exited: revoke its lease so the frontend stops routing to it now."""
+        port = child.spec.ports.get("rpc")
+        if child.spec.role != "worker" or port is None:
+            return
+        try:
+            lease = clearns.lease_of_rpc_port(self.etcd, self.namespace, port)
+            if lease is not None and clearns.revoke(self.etcd, lease):
+                log.info(
+                    "%s pid=%s: fenced: revoked its etcd lease %x", child.name, child.pid, lease
+                )
+        except DynlaunchError as err:  # etcd down: the lease expires on its own
+            log.warning("%s pid=%s: could not fence: %s", child.name, child.pid, err)
+
+    def release(self) -> None:
+        self._stop.set()
+        if self._keeper is not None:
+            self._keeper.join(KEEPALIVE_S + 5)
+        if self._lease is not None:
+            try:
+                clearns.release_lock(self.etcd, self._lease)
+            except DynlaunchError as err:
+                log.warning("dynlaunch: could not release the namespace lock: %s", err)
