@@ -13,6 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from launcher import __version__, control, ports, probes
+from launcher.cli_clear import clear_namespace
 from launcher.config import Config, load_config
 from launcher.coordination import Coordination
 from launcher.errors import EXIT_USAGE, DynlaunchError
@@ -327,7 +328,5 @@ def main() -> None:
         code = err.exit_code
     sys.exit(code if isinstance(code, int) else 0)
 
-
-from launcher.cli_clear import clear_namespace  # noqa: E402
 
 app.command("clear-namespace")(clear_namespace)

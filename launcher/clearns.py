@@ -1,0 +1,591 @@
+"""clear-namespace: which registrations of one Dynamo namespace are stale, and removing them.
+
+`decide` is pure: a `Snapshot` (keys with values and leases, lease facts, which advertised addresses
+answer, file mtimes and the clock, stream names) in, a `Decision` out (leases to revoke, keys, files
+and streams to delete, every item removed or kept with its reason). The runner gathers the snapshot
+(etcd, NATS, the file store, TCP probes) and applies the decision: streams, then lease revokes, then
+keys, then files. Each step skips what is already gone, so a run cut short is finished by the next.
+
+Liveness: an owner is a lease (etcd) or an instance id (file store). It is dead when its lease is
+gone (file store: no file refreshed within 10 s), or when every transport address it advertises
+refuses TCP connections and so does every system port its model card names. A dead owner's lease
+is revoked, which removes all its keys at once, only when the lease carries one of this namespace's
+instance keys and nothing outside the namespace; otherwise its keys are deleted one by one, each
+only if unchanged since it was judged. A key without a lease goes when no live owner claims it.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import os
+import socket
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from launcher import layouts, natsjs
+from launcher.errors import ConfigError
+from launcher.etcd import Etcd
+from launcher.layouts import Entry, Reg, check_namespace
+
+FILE_STALE_S = 10.0  # Dynamo's file store expires an entry not refreshed for ~10 s
+PROBE_TIMEOUT_S = 0.5
+LOCK_PREFIX = "dynlaunch/locks/"
+KINDS = (
+    "instances",
+    "model cards",
+    "event channels",
+    "routers",
+    "leases",
+    "streams",
+    "object stores",
+    "files",
+)
+
+
+class Probe(str, Enum):
+    ANSWERS = "answers"
+    REFUSED = "refuses connections"
+    UNKNOWN = "could not be probed"
+
+
+@dataclass(frozen=True)
+class LeaseFacts:
+    ttl: int  # seconds left, > 0
+    keys: tuple[str, ...]  # every key attached to it, in any namespace
+
+
+ALIVE_UNKNOWN = LeaseFacts(ttl=1, keys=())
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What the store and the network said. A lease missing from ``leases`` counts as alive, an
+    address missing from ``probes`` as not probed (alive): a gap in the facts keeps things."""
+
+    namespace: str
+    entries: tuple[Entry, ...] = ()  # etcd: the namespace's prefixes, all models/ and mdc/
+    files: tuple[Entry, ...] = ()  # file store: every entry under v1/
+    leases: Mapping[int, LeaseFacts | None] = field(default_factory=dict)  # None: gone
+    probes: Mapping[str, Probe] = field(default_factory=dict)  # "host:port" -> answer
+    streams: tuple[str, ...] | None = None  # None: NATS not looked at
+    now: float = 0.0
+    lock_holder: str | None = None  # holder of dynlaunch up's namespace lock
+    revision: int = 0  # etcd's revision when models/ was read
+
+
+@dataclass(frozen=True)
+class Item:
+    kind: str
+    key: str
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"kind": self.kind, "key": self.key, "reason": self.reason}
+
+
+class KeyDelete(NamedTuple):
+    key: str
+    revision: int  # the mod_revision it must still have; 0: whatever it holds
+    guard: str  # "" or a prefix under which no key may be newer than the snapshot
+
+
+@dataclass(frozen=True)
+class Decision:
+    namespace: str
+    everything: bool
+    removed: tuple[Item, ...]
+    kept: tuple[Item, ...]
+    revoke: tuple[int, ...]
+    delete_keys: tuple[KeyDelete, ...]
+    delete_files: tuple[tuple[str, float | None], ...]  # (key, the mtime it must still have)
+    delete_streams: tuple[str, ...]
+    live_instances: tuple[str, ...]  # instance keys that look alive yet go (--all)
+    guard_revision: int = 0
+    lock_holder: str | None = None
+    notes: tuple[str, ...] = ()
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        out = {kind: {"removed": 0, "kept": 0} for kind in KINDS}
+        for bucket, items in (("removed", self.removed), ("kept", self.kept)):
+            for item in items:
+                out.setdefault(item.kind, {"removed": 0, "kept": 0})[bucket] += 1
+        return out
+
+    def to_json(self, dry_run: bool) -> dict[str, Any]:
+        return {
+            "namespace": self.namespace,
+            "dry_run": dry_run,
+            "all": self.everything,
+            "removed": [i.to_json() for i in self.removed],
+            "kept": [i.to_json() for i in self.kept],
+            "counts": self.counts(),
+            "notes": list(self.notes),
+        }
+
+
+# -- judging ------------------------------------------------------------------------------------
+
+
+def by_address(
+    rpc: Iterable[str], system: Iterable[str], probes: Mapping[str, Probe]
+) -> tuple[bool | None, str]:
+    """(alive?, why) from advertised addresses alone; None: nothing to probe."""
+    rpc, system = sorted(set(rpc)), sorted(set(system))
+    if not rpc:
+        return None, "no transport address to probe"
+    for addr in rpc:
+        state = probes.get(addr, Probe.UNKNOWN)
+        if state is not Probe.REFUSED:
+            return True, f"{addr} {state.value}"
+    refused = ", ".join(rpc)
+    for addr in system:
+        state = probes.get(addr, Probe.UNKNOWN)
+        if state is not Probe.REFUSED:
+            return True, f"{refused} refuses connections but system port {addr} {state.value}"
+    if system:
+        return False, f"{refused} and system port {', '.join(system)} refuse connections"
+    return False, f"{refused} refuses connections"
+
+
+def _group_addresses(group: list[Reg], probes: Mapping[str, Probe]) -> tuple[bool | None, str]:
+    return by_address(
+        [a for r in group for a in r.rpc], [a for r in group for a in r.system], probes
+    )
+
+
+class _Builder:
+    def __init__(self, everything: bool) -> None:
+        self.everything = everything
+        self.removed: list[Item] = []
+        self.kept: list[Item] = []
+        self.revoke: list[int] = []
+        self.keys: dict[str, KeyDelete] = {}
+        self.files: dict[str, float | None] = {}
+        self.streams: list[str] = []
+        self.live: list[str] = []
+        self.live_count = 0  # instance keys whose owner looks alive
+
+    def keep(self, kind: str, key: str, why: str) -> None:
+        self.kept.append(Item(kind, key, why))
+
+    def drop(self, kind: str, key: str, why: str) -> None:
+        self.removed.append(Item(kind, key, f"--all ({why})" if self.everything else why))
+
+    def alive(self, reg: Reg, why: str) -> bool:
+        """A live-looking registration: kept, unless --all. True when kept."""
+        self.live_count += int(reg.instance)
+        if not self.everything:
+            self.keep(reg.kind, reg.entry.key, why)
+            return True
+        if reg.instance:
+            self.live.append(reg.entry.key)
+        return False
+
+    def delete_key(self, entry: Entry, guard: str = "") -> None:
+        """Only if unchanged since the snapshot (--all: whatever it holds now)."""
+        revision = 0 if self.everything and not guard else entry.revision
+        self.keys[entry.key] = KeyDelete(entry.key, revision, guard)
+
+
+def decide(snap: Snapshot, *, everything: bool = False) -> Decision:
+    """What goes and what stays, and why. ``everything``: the whole namespace (--all)."""
+    ns = check_namespace(snap.namespace)
+    out = _Builder(everything)
+    pubs = layouts.publishers(snap.entries)
+    regs = [r for e in snap.entries if (r := layouts.parse_key(e, ns, pubs)) is not None]
+    gone = _decide_leases(snap, regs, out)
+    pubs = layouts.publishers(snap.files)
+    fregs = [r for e in snap.files if (r := layouts.parse_file(e, ns, pubs)) is not None]
+    _decide_files(snap, fregs, out)
+    _decide_cards(snap, ns, gone, out)
+    _decide_streams(snap, ns, out)
+    notes = []
+    if snap.lock_holder is not None:
+        notes.append(f"namespace {ns} is held by dynlaunch on {snap.lock_holder}")
+    if snap.streams is None:
+        notes.append("NATS not checked (no --nats, NATS_SERVER or running dynlaunch up)")
+    return Decision(
+        namespace=ns,
+        everything=everything,
+        removed=tuple(out.removed),
+        kept=tuple(out.kept),
+        revoke=tuple(out.revoke),
+        delete_keys=tuple(out.keys.values()),
+        delete_files=tuple(out.files.items()),
+        delete_streams=tuple(out.streams),
+        live_instances=tuple(out.live),
+        guard_revision=snap.revision,
+        lock_holder=snap.lock_holder,
+        notes=tuple(notes),
+    )
+
+
+def _decide_leases(snap: Snapshot, regs: list[Reg], out: _Builder) -> set[str]:
+    """etcd keys of the namespace, owner by owner; returns the keys that go."""
+    ours = {r.entry.key for r in regs}
+    by_lease: dict[int, list[Reg]] = defaultdict(list)
+    for reg in regs:
+        by_lease[reg.entry.lease].append(reg)
+    alive_owners: set[int] = set()
+    gone: set[str] = set()
+    for lease in sorted(k for k in by_lease if k):
+        group, label = by_lease[lease], f"lease {lease:x}"
+        facts = snap.leases.get(lease, ALIVE_UNKNOWN)
+        has_instance = any(r.instance for r in group)
+        if facts is None:
+            alive, why = False, f"{label} is gone"
+        else:
+            by_addr, detail = _group_addresses(group, snap.probes)
+            alive = by_addr is not False
+            why = f"{label} alive ({facts.ttl}s left), {detail}" if alive else (
+                f"owner dead: {detail}; {label} still has {facts.ttl}s"
+            )  # fmt: skip
+        if alive:
+            alive_owners.add(lease)
+            kept = [out.alive(reg, why) for reg in group]
+            if all(kept):
+                if has_instance:
+                    out.keep("leases", label, why)
+                continue
+        # Revoke only a lease found on this namespace's instance keys and holding nothing else:
+        # never a frontend's, never one that also carries another namespace's keys.
+        revocable = facts is not None and has_instance and set(facts.keys) <= ours
+        reason = why
+        if revocable:
+            out.revoke.append(lease)
+            out.drop("leases", label, why)
+            reason = f"goes with {label}" + ("" if alive else ": owner dead")
+        elif facts is not None and has_instance:
+            reason = f"{why}; {label} holds other keys too, so it stays"
+        for reg in group:
+            out.drop(reg.kind, reg.entry.key, reason)
+            gone.add(reg.entry.key)
+            if not revocable:
+                out.delete_key(reg.entry)
+    # Keys without a lease: grouped by the owner their path or value names (alone if none).
+    orphans: dict[int, list[Reg]] = defaultdict(list)
+    for n, reg in enumerate(by_lease.get(0, [])):
+        orphans[reg.owner or -1 - n].append(reg)
+    for owner, group in orphans.items():
+        if owner in alive_owners:
+            alive, why = True, f"no lease, but its owner (lease {owner:x}) is alive"
+        else:
+            by_addr, detail = _group_addresses(group, snap.probes)
+            alive = bool(by_addr)
+            why = f"no lease, but {detail}" if alive else (
+                f"no lease and {detail}" if by_addr is False else "no lease and no live owner"
+            )  # fmt: skip
+        for reg in group:
+            if alive and out.alive(reg, why):
+                continue
+            out.drop(reg.kind, reg.entry.key, why)
+            out.delete_key(reg.entry)
+            gone.add(reg.entry.key)
+    return gone
+
+
+def _decide_files(snap: Snapshot, regs: list[Reg], out: _Builder) -> None:
+    fresh: dict[int, list[Reg]] = defaultdict(list)
+    for reg in regs:
+        age = snap.now - (reg.entry.mtime or 0.0)
+        if age > FILE_STALE_S:
+            out.drop(
+                "files", reg.entry.key, f"not refreshed for {age:.0f}s (> {FILE_STALE_S:.0f}s)"
+            )
+            out.files[reg.entry.key] = reg.entry.mtime
+        else:
+            fresh[reg.owner].append(reg)
+    for owner, group in sorted(fresh.items()):
+        by_addr, detail = _group_addresses(group, snap.probes) if owner else (None, "")
+        if by_addr is False:
+            alive, why = False, f"owner {owner:x} dead: {detail} (its files are still fresh)"
+        elif owner:
+            alive, why = True, f"owner {owner:x} refreshed it within 10s, {detail}"
+        else:
+            alive, why = True, "refreshed within 10s, owner unknown"
+        for reg in group:
+            if alive and out.alive(reg, why):
+                continue
+            out.drop("files", reg.entry.key, why)
+            out.files[reg.entry.key] = None if out.everything else reg.entry.mtime
+
+
+def _decide_cards(snap: Snapshot, ns: str, gone: set[str], out: _Builder) -> None:
+    """0.5's lease-less mdc/<slug> cards and object stores OBJ_<slug>: they go when no live model
+    entry uses the slug and the slug was this namespace's or nobody's."""
+    cards = layouts.cards(snap.entries)
+    users: dict[str, list[tuple[str, bool]]] = defaultdict(list)  # slug -> (namespace, live)
+    for entry, model_ns, name in layouts.models(snap.entries):
+        if model_ns == ns:
+            live = entry.key not in gone
+        else:  # another namespace's: alive while its lease is (it is not probed)
+            live = entry.lease == 0 or snap.leases.get(entry.lease, ALIVE_UNKNOWN) is not None
+        slugs = {layouts.slugify(name)} | {s for s, (_, shown) in cards.items() if shown == name}
+        for slug in slugs:
+            users[slug].append((model_ns, live))
+    streams = set(snap.streams or ())
+    candidates = {s for s, used in users.items() if any(n == ns for n, _ in used)}
+    candidates |= {s for s in cards if s not in users}
+    for slug in sorted(candidates):
+        using = users.get(slug, [])
+        live_ns = sorted({n for n, live in using if live})
+        card = cards.get(slug)
+        store = f"OBJ_{slug}"
+        if live_ns:
+            why = f"live model entries use it (namespace {', '.join(live_ns)})"
+            if card is not None:
+                out.keep("model cards", card[0].key, why)
+            if store in streams:
+                out.keep("object stores", store, why)
+            continue
+        why = "no model entry of any namespace uses it" if not using else (
+            f"no live model entry uses slug {slug!r} any more"
+        )  # fmt: skip
+        if store in streams and (card is not None or using):
+            out.drop("object stores", store, f"model files of slug {slug!r}: {why}")
+            out.streams.append(store)
+        if card is not None:
+            out.drop("model cards", card[0].key, why)
+            out.delete_key(card[0], guard="models/")
+
+
+def _decide_streams(snap: Snapshot, ns: str, out: _Builder) -> None:
+    for name in snap.streams or ():
+        if not layouts.namespace_stream(name, ns):
+            continue
+        kind = "object stores" if name.startswith("OBJ_") else "streams"
+        live = f"namespace {ns} has {out.live_count} live instance(s)"
+        if out.live_count and not out.everything:
+            out.keep(kind, name, live)
+        else:
+            out.drop(kind, name, live if out.live_count else f"namespace {ns} has no live instance")
+            out.streams.append(name)
+
+
+# -- the runner: gather, apply --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    discovery: str  # "etcd" or "file"
+    etcd: str | None = None
+    nats: str | None = None
+    file_kv: str | None = None
+
+
+def default_file_kv(environ: Mapping[str, str]) -> str:
+    """Dynamo's own default for DYN_FILE_KV."""
+    tmp = environ.get("TMPDIR", "/tmp")
+    return environ.get("DYN_FILE_KV") or os.path.join(tmp, "dynamo_store_kv")
+
+
+def _is_local(host: str) -> bool:
+    """Loopback, or an address of this host (binding to it works): only those are probed."""
+    if host == "localhost":
+        return True
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if addr.is_loopback:
+        return True
+    with socket.socket(socket.AF_INET6 if addr.version == 6 else socket.AF_INET) as sock:
+        try:
+            sock.bind((host, 0))
+        except OSError:
+            return False
+    return True
+
+
+def probe(addr: str, timeout: float = PROBE_TIMEOUT_S) -> Probe:
+    """Does ``host:port`` accept a TCP connection? Only a refusal says no; a host that is not this
+    one is never probed."""
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]")
+    if not port.isdigit() or not _is_local(host):
+        return Probe.UNKNOWN
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            return Probe.ANSWERS
+    except OSError as err:
+        return Probe.REFUSED if err.errno == errno.ECONNREFUSED else Probe.UNKNOWN
+
+
+def read_files(root: Path) -> list[Entry]:
+    """Every entry of a Dynamo file store, keyed "v1/BUCKET/NAME", with its mtime."""
+    found: list[Entry] = []
+    base = root / "v1"
+    buckets = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
+    for bucket in buckets:
+        for path in sorted(bucket.iterdir()):
+            try:
+                mtime = path.stat().st_mtime
+                value = path.read_bytes() if path.is_file() else b""
+            except OSError:
+                continue  # expired in between
+            found.append(Entry(f"v1/{bucket.name}/{path.name}", value, mtime=mtime))
+    return found
+
+
+def gather(ns: str, where: Endpoints, etcd: Etcd | None = None) -> Snapshot:
+    """Read everything `decide` needs; change nothing. An unreachable store fails here, first."""
+    check_namespace(ns)
+    entries: list[Entry] = []
+    files: list[Entry] = []
+    leases: dict[int, LeaseFacts | None] = {}
+    holder: str | None = None
+    revision = 0
+    if etcd is not None:
+        for prefix in layouts.etcd_prefixes(ns):
+            kvs, at = etcd.range_prefix(prefix)
+            entries += [Entry(kv.key, kv.value, kv.lease, kv.mod_revision) for kv in kvs]
+            revision = at if prefix == "models/" else revision
+        for lease in sorted({e.lease for e in entries if e.lease}):
+            info = etcd.lease_info(lease)
+            leases[lease] = None if info is None else LeaseFacts(info.ttl, info.keys)
+        lock = etcd.get(LOCK_PREFIX + ns)
+        holder = lock.value.decode(errors="replace") if lock is not None else None
+    if where.discovery == "file":
+        files = read_files(Path(where.file_kv or default_file_kv(os.environ)))
+    streams = tuple(natsjs.list_streams(where.nats)) if where.nats else None
+    addrs: set[str] = set()
+    kpubs, fpubs = layouts.publishers(entries), layouts.publishers(files)
+    for reg in [layouts.parse_key(e, ns, kpubs) for e in entries] + [
+        layouts.parse_file(e, ns, fpubs) for e in files
+    ]:
+        if reg is not None:
+            addrs |= set(reg.rpc) | set(reg.system)
+    return Snapshot(
+        namespace=ns,
+        entries=tuple(entries),
+        files=tuple(files),
+        leases=leases,
+        probes={addr: probe(addr) for addr in sorted(addrs)},
+        streams=streams,
+        now=time.time(),
+        lock_holder=holder,
+        revision=revision,
+    )
+
+
+def apply(decision: Decision, where: Endpoints, etcd: Etcd | None = None) -> None:
+    """Streams, then lease revokes, then keys, then files; what is already gone is skipped.
+    Streams go first: a 0.5 object store is found through its card, which must outlive it."""
+    if decision.delete_streams and where.nats:
+        natsjs.delete_streams(where.nats, decision.delete_streams)
+    if etcd is not None:
+        for lease in decision.revoke:
+            etcd.lease_revoke(lease)
+        for key, revision, guard in decision.delete_keys:
+            if guard:
+                etcd.delete_guarded(key, revision, guard, decision.guard_revision)
+            elif revision:
+                etcd.delete_if_unchanged(key, revision)
+            else:
+                etcd.delete_key(key)
+    root = Path(where.file_kv or default_file_kv(os.environ))
+    for key, mtime in decision.delete_files:
+        path = root / key
+        try:
+            if mtime is None or path.stat().st_mtime == mtime:  # refreshed since: its owner lives
+                path.unlink()
+        except FileNotFoundError:
+            continue
+
+
+def run(
+    ns: str, where: Endpoints, *, everything: bool = False, dry_run: bool = False,
+    confirm: bool = True,
+) -> Decision:  # fmt: skip
+    """Gather, decide and (unless ``dry_run``) apply. With ``everything`` and live-looking
+    instances, nothing is applied unless ``confirm``."""
+    check_namespace(ns)
+    if where.discovery == "etcd" and not where.etcd:
+        raise ConfigError("no etcd endpoint: pass --etcd URL or set ETCD_ENDPOINTS")
+    etcd = Etcd(where.etcd) if where.discovery == "etcd" and where.etcd else None
+    try:
+        decision = decide(gather(ns, where, etcd), everything=everything)
+        held = decision.live_instances or decision.lock_holder is not None
+        if everything and held and not (confirm or dry_run):
+            raise ConfigError(refusal(decision))
+        if not dry_run:
+            apply(decision, where, etcd)
+        return decision
+    finally:
+        if etcd is not None:
+            etcd.close()
+
+
+def refusal(decision: Decision) -> str:
+    """Why --all stops without --yes: live-looking instances, or a dynlaunch up's lock."""
+    n, ns = len(decision.live_instances), decision.namespace
+    said = []
+    if n:
+        first = f"{decision.live_instances[0]}{', ...' if n > 1 else ''}"
+        said.append(f"--all would remove {n} live-looking instance{'s' * (n != 1)} ({first})")
+    if decision.lock_holder is not None:
+        said.append(f"namespace {ns} is run by dynlaunch on {decision.lock_holder}")
+    return (
+        f"{'; '.join(said) if n else '--all: ' + said[0]}; add --yes if nothing of {ns} runs, "
+        "or drop --all to remove only stale state"
+    )
+
+
+# -- helpers for `dynlaunch up` -------------------------------------------------------------------
+
+
+def clear_stale(
+    etcd_url: str, namespace: str, nats_url: str | None = None
+) -> dict[str, dict[str, int]]:
+    """Remove the namespace's stale registrations (the default mode); counts per kind."""
+    return run(namespace, Endpoints("etcd", etcd=etcd_url, nats=nats_url)).counts()
+
+
+def lease_of_rpc_port(etcd_url: str, namespace: str, port: int) -> int | None:
+    """The lease of the instance in v1/instances/NS/ whose transport is 127.0.0.1:<port>/...;
+    the newest when there are several; None when there is none."""
+    check_namespace(namespace)
+    with Etcd(etcd_url) as etcd:
+        found = [
+            kv
+            for kv in etcd.get_prefix(f"v1/instances/{namespace}/")
+            if kv.lease and f"127.0.0.1:{port}" in layouts.addresses(layouts.load(kv.value))[0]
+        ]
+    return max(found, key=lambda kv: kv.create_revision).lease if found else None
+
+
+def revoke(etcd_url: str, lease: int) -> bool:
+    """Revoke one lease (its keys go with it); False when it was already gone."""
+    with Etcd(etcd_url) as etcd:
+        return etcd.lease_revoke(lease)
+
+
+def acquire_lock(etcd_url: str, namespace: str, holder: str, ttl: int) -> int:
+    """Claim ``dynlaunch/locks/<namespace>`` on a fresh lease (put-if-absent) and return the
+    lease; refresh it with `keep_lock` well within ``ttl``, end it with `release_lock`."""
+    check_namespace(namespace)
+    with Etcd(etcd_url) as etcd:
+        lease = etcd.lease_grant(ttl)
+        existing = etcd.put_if_absent(LOCK_PREFIX + namespace, holder, lease)
+        if existing is None:
+            return lease
+        etcd.lease_revoke(lease)
+    other = existing.value.decode(errors="replace")
+    raise ConfigError(f"namespace {namespace} is already run by dynlaunch on {other}")
+
+
+def keep_lock(etcd_url: str, lease: int) -> bool:
+    """Refresh the lock's lease; False when it is gone (the lock was lost)."""
+    with Etcd(etcd_url) as etcd:
+        return etcd.lease_keepalive(lease) is not None
+
+
+def release_lock(etcd_url: str, lease: int) -> None:
+    with Etcd(etcd_url) as etcd:
+        etcd.lease_revoke(lease)

@@ -1,0 +1,217 @@
+"""A tiny etcd v3 client over etcd's JSON gateway (httpx): ranges, deletes, puts, leases, one txn.
+
+Keys and values travel base64-encoded; int64 fields travel as strings and are left out when zero.
+Every transport failure or unexpected answer is one `StartupError` line (exit 3).
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import httpx
+
+from launcher.errors import StartupError
+
+TIMEOUT = httpx.Timeout(5.0, connect=2.0)
+
+
+class KeyValue(NamedTuple):
+    key: str
+    value: bytes
+    lease: int  # 0: no lease
+    mod_revision: int
+    create_revision: int
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    ttl: int  # seconds left
+    granted_ttl: int
+    keys: tuple[str, ...]
+
+
+def _b64(text: str | bytes) -> str:
+    raw = text.encode() if isinstance(text, str) else text
+    return base64.b64encode(raw).decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.b64decode(text)
+
+
+def prefix_end(prefix: str) -> bytes:
+    """etcd's range_end for "every key starting with prefix": the prefix with its last byte + 1."""
+    raw = bytearray(prefix.encode())
+    while raw:
+        if raw[-1] < 0xFF:
+            raw[-1] += 1
+            return bytes(raw)
+        raw.pop()
+    return b"\0"  # the empty prefix: every key
+
+
+def _kv(item: dict[str, Any]) -> KeyValue:
+    return KeyValue(
+        key=_unb64(item["key"]).decode("utf-8", errors="replace"),
+        value=_unb64(item.get("value", "")),
+        lease=int(item.get("lease", 0)),
+        mod_revision=int(item.get("mod_revision", 0)),
+        create_revision=int(item.get("create_revision", 0)),
+    )
+
+
+class Etcd:
+    """One etcd cluster, through the first endpoint of a comma-separated list that answers."""
+
+    def __init__(self, endpoints: str, timeout: httpx.Timeout = TIMEOUT) -> None:
+        self.endpoints = [e.strip().rstrip("/") for e in endpoints.split(",") if e.strip()]
+        if not self.endpoints:
+            raise StartupError("etcd: no endpoint given")
+        self.label = endpoints
+        self._client = httpx.Client(timeout=timeout, trust_env=False)  # never via a proxy
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> Etcd:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _call(self, path: str, body: dict[str, Any], *, missing_ok: bool = False) -> dict[str, Any]:
+        """POST to the gateway; a "not found" answer is {} when ``missing_ok``."""
+        last = ""
+        for base in list(self.endpoints):
+            try:
+                resp = self._client.post(base + path, json=body)
+            except httpx.HTTPError as err:
+                last = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+                continue
+            if self.endpoints[0] != base:  # stick to the endpoint that answered
+                self.endpoints.remove(base)
+                self.endpoints.insert(0, base)
+            try:
+                data = resp.json()
+            except ValueError:
+                data = {}
+            if resp.status_code == 200 and isinstance(data, dict):
+                return data
+            message = data.get("message", resp.text[:200]) if isinstance(data, dict) else resp.text
+            if missing_ok and "not found" in str(message):
+                return {}
+            raise StartupError(f"etcd at {base}: {path} failed: HTTP {resp.status_code} {message}")
+        raise StartupError(f"etcd at {self.label} unreachable: {last}")
+
+    # -- keys ---------------------------------------------------------------------------------
+
+    def get_prefix(self, prefix: str) -> list[KeyValue]:
+        """Every key starting with ``prefix``, sorted by key."""
+        return self.range_prefix(prefix)[0]
+
+    def range_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+        """Every key starting with ``prefix``, and the store's revision when they were read."""
+        start = prefix.encode() or b"\0"  # the empty prefix: every key, from "\0"
+        body = {"key": _b64(start), "range_end": _b64(prefix_end(prefix))}
+        data = self._call("/v3/kv/range", body)
+        revision = int(data.get("header", {}).get("revision", 0))
+        return sorted(_kv(i) for i in data.get("kvs", [])), revision
+
+    def get(self, key: str) -> KeyValue | None:
+        kvs = self._call("/v3/kv/range", {"key": _b64(key)}).get("kvs", [])
+        return _kv(kvs[0]) if kvs else None
+
+    def put(self, key: str, value: bytes | str, lease: int = 0) -> None:
+        body: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if lease:
+            body["lease"] = str(lease)
+        self._call("/v3/kv/put", body)
+
+    def delete_key(self, key: str) -> int:
+        """Delete one key; the number deleted (0 when it was already gone)."""
+        return int(self._call("/v3/kv/deleterange", {"key": _b64(key)}).get("deleted", 0))
+
+    def delete_prefix(self, prefix: str) -> int:
+        body = {"key": _b64(prefix), "range_end": _b64(prefix_end(prefix))}
+        return int(self._call("/v3/kv/deleterange", body).get("deleted", 0))
+
+    def delete_if_unchanged(self, key: str, mod_revision: int) -> bool:
+        """Delete ``key`` only if nobody wrote it since ``mod_revision``: the value judged stale."""
+        body = {
+            "compare": [
+                {"key": _b64(key), "target": "MOD", "result": "EQUAL",
+                 "mod_revision": str(mod_revision)},
+            ],
+            "success": [{"request_delete_range": {"key": _b64(key)}}],
+        }  # fmt: skip
+        return bool(self._call("/v3/kv/txn", body).get("succeeded", False))
+
+    def delete_guarded(self, key: str, mod_revision: int, guard: str, revision: int) -> bool:
+        """Delete ``key`` if unchanged since ``mod_revision`` and no key under the prefix ``guard``
+        was written after store revision ``revision`` (what the decision was based on)."""
+        body = {
+            "compare": [
+                {"key": _b64(key), "target": "MOD", "result": "EQUAL",
+                 "mod_revision": str(mod_revision)},
+                {"key": _b64(guard), "range_end": _b64(prefix_end(guard)), "target": "MOD",
+                 "result": "LESS", "mod_revision": str(revision + 1)},
+            ],
+            "success": [{"request_delete_range": {"key": _b64(key)}}],
+        }  # fmt: skip
+        return bool(self._call("/v3/kv/txn", body).get("succeeded", False))
+
+    def put_if_absent(self, key: str, value: bytes | str, lease: int = 0) -> KeyValue | None:
+        """Create ``key`` unless it exists: None when created, else the existing key."""
+        put: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}
+        if lease:
+            put["lease"] = str(lease)
+        body = {
+            "compare": [
+                {"key": _b64(key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}
+            ],
+            "success": [{"request_put": put}],
+            "failure": [{"request_range": {"key": _b64(key)}}],
+        }
+        data = self._call("/v3/kv/txn", body)
+        if data.get("succeeded", False):
+            return None
+        for resp in data.get("responses", []):
+            kvs = resp.get("response_range", {}).get("kvs", [])
+            if kvs:
+                return _kv(kvs[0])
+        return self.get(key)  # it vanished in between: report what is there now (None)
+
+    # -- leases -------------------------------------------------------------------------------
+
+    def lease_grant(self, ttl: int) -> int:
+        return int(self._call("/v3/lease/grant", {"TTL": str(ttl)})["ID"])
+
+    def lease_revoke(self, lease: int) -> bool:
+        """Revoke ``lease`` and so delete every key attached to it; False when it was gone."""
+        return bool(self._call("/v3/lease/revoke", {"ID": str(lease)}, missing_ok=True))
+
+    def leases(self) -> list[int]:
+        """Every lease the cluster holds."""
+        found = self._call("/v3/lease/leases", {}).get("leases", [])
+        return sorted(int(item["ID"]) for item in found)
+
+    def lease_info(self, lease: int) -> LeaseInfo | None:
+        """Seconds left and attached keys; None when the lease is gone or expired."""
+        data = self._call("/v3/lease/timetolive", {"ID": str(lease), "keys": True})
+        ttl = int(data.get("TTL", -1))
+        if ttl <= 0:
+            return None
+        keys = tuple(_unb64(k).decode("utf-8", errors="replace") for k in data.get("keys", []))
+        return LeaseInfo(ttl=ttl, granted_ttl=int(data.get("grantedTTL", 0)), keys=keys)
+
+    def lease_ttl(self, lease: int) -> int | None:
+        info = self.lease_info(lease)
+        return None if info is None else info.ttl
+
+    def lease_keepalive(self, lease: int) -> int | None:
+        """Refresh ``lease`` once; its new TTL, or None when it is gone."""
+        data = self._call("/v3/lease/keepalive", {"ID": str(lease)})
+        ttl = int(data.get("result", {}).get("TTL", 0))
+        return ttl if ttl > 0 else None

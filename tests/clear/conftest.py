@@ -1,0 +1,102 @@
+"""Session fixtures for the clear-namespace tests: a real etcd and a real nats-server (JetStream),
+each on reserved loopback ports in a temporary directory, stopped at teardown."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from clearkit import Server, poll_for
+
+from launcher import ports
+from launcher.etcd import Etcd
+from launcher.plan import PortSlot
+from launcher.probes import etcd_ok, nats_ok
+from launcher.resolve import find_binary
+
+SPARE_PORTS = 16
+
+
+@pytest.fixture(scope="session")
+def port_pool() -> Iterator[list[int]]:
+    """Ports in 20000-32767 reserved for this test process (concurrent `up` runs skip them)."""
+    slots = [
+        PortSlot(f"clear-test.{i}", None, "tests/clear", 32767) for i in range(SPARE_PORTS + 4)
+    ]
+    got = ports.allocate(slots, seed=uuid.uuid4().hex, bind_hosts={}, reserve_for=os.getpid())
+    yield list(got.values())
+    ports.release(os.getpid())
+
+
+@pytest.fixture(scope="session")
+def free_ports(port_pool: list[int]) -> list[int]:
+    """Reserved ports nothing listens on, for tests to hand out (after etcd's and NATS's)."""
+    return port_pool[4:]
+
+
+@pytest.fixture(scope="session")
+def etcd_url(tmp_path_factory: pytest.TempPathFactory, port_pool: list[int]) -> Iterator[str]:
+    binary = find_binary("etcd", os.environ)
+    if shutil.which(binary) is None:
+        pytest.fail("etcd is not installed: apt-get install etcd-server")
+    root = tmp_path_factory.mktemp("etcd")
+    client, peer = port_pool[0], port_pool[1]
+    url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+    server = Server(
+        [
+            binary, "--name", "cleartest", "--data-dir", str(root / "data"),
+            "--listen-client-urls", url, "--advertise-client-urls", url,
+            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+            "--initial-cluster", f"cleartest={peer_url}", "--log-level", "warn",
+        ],
+        root / "etcd.log",
+    )  # fmt: skip
+    try:
+        poll_for(lambda: etcd_ok(url) or not server.alive(), 20, "etcd to answer")
+        assert server.alive(), server.tail()
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory, port_pool: list[int]) -> Iterator[str]:
+    binary = find_binary("nats-server", os.environ)
+    if shutil.which(binary) is None:
+        pytest.fail("nats-server is not installed: apt-get install nats-server")
+    root = tmp_path_factory.mktemp("nats")
+    client, monitor = port_pool[2], port_pool[3]
+    url = f"nats://127.0.0.1:{client}"
+    server = Server(
+        [binary, "-a", "127.0.0.1", "-p", str(client), "-m", str(monitor),
+         "-js", "-sd", str(root / "js")],
+        root / "nats.log",
+    )  # fmt: skip
+    try:
+        poll_for(lambda: nats_ok(url) or not server.alive(), 20, "nats-server to answer")
+        assert server.alive(), server.tail()
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def etcd(etcd_url: str) -> Iterator[Etcd]:
+    with Etcd(etcd_url) as client:
+        yield client
+
+
+@pytest.fixture
+def ns() -> str:
+    """A fresh namespace per test, so tests never see each other's keys."""
+    return f"t{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture
+def tmp_state(tmp_path: Path) -> Path:
+    """A state dir with no running launcher: the CLI must not find endpoints there."""
+    return tmp_path / "state"
