@@ -17,7 +17,7 @@ from launcher.cli_clear import clear_namespace
 from launcher.config import Config, load_config
 from launcher.coordination import Coordination
 from launcher.errors import EXIT_USAGE, DynlaunchError
-from launcher.resolve import check_binaries, ensure_tiny_model, resolve_plan
+from launcher.resolve import check_binaries, ensure_tiny_model, for_role, resolve_plan
 from launcher.stack import Hooks, Stack
 from launcher.statedir import StateDir
 from launcher.status_view import render_status
@@ -79,6 +79,14 @@ StateDirOpt = Annotated[
 StartupTimeout = Annotated[
     float | None,
     typer.Option(help="Seconds to wait for readiness (large models load for minutes)."),
+]
+Role = Annotated[
+    str,
+    typer.Option(
+        help="all: the whole stack on this host. frontend or worker: one pod of a multi-host "
+        "deployment (uses ETCD_ENDPOINTS, NATS_SERVER, DYN_NAMESPACE, DYN_SYSTEM_PORT from the "
+        "environment; never starts etcd or NATS)."
+    ),
 ]
 Extra = Annotated[
     list[str] | None,
@@ -148,6 +156,7 @@ def plan(
     page_size: PageSize = None,
     state_dir: StateDirOpt = None,
     startup_timeout: StartupTimeout = None,
+    role: Role = "all",
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     extra: Extra = None,
 ) -> None:
@@ -158,8 +167,8 @@ def plan(
       dynlaunch plan sglang -c configs/sglang.yaml --gpus 0,1,2,3 --workers 2 --tp 2
     """
     given = {k: v for k, v in locals().items() if k in FLAG_KEYS}
-    cfg = _config(backend, config, given)
-    the_plan = resolve_plan(backend, cfg, os.environ, reserve_for=None)
+    cfg = for_role(_config(backend, config, given), role, os.environ)
+    the_plan = resolve_plan(backend, cfg, os.environ, reserve_for=None, role=role)
     if as_json:
         typer.echo(json.dumps(the_plan.to_json(), indent=2))
         return
@@ -189,6 +198,7 @@ def up(
     page_size: PageSize = None,
     state_dir: StateDirOpt = None,
     startup_timeout: StartupTimeout = None,
+    role: Role = "all",
     extra: Extra = None,
 ) -> None:
     """Start the stack, wait until it serves, keep it up; Ctrl-C or SIGTERM stops it (exit 0).
@@ -199,14 +209,15 @@ def up(
     Examples:\n
       dynlaunch up mocker\n
       dynlaunch up mocker --workers 2 --http-port 8080\n
-      dynlaunch up sglang -c configs/sglang.yaml -- --max-total-tokens 32768
+      dynlaunch up sglang -c configs/sglang.yaml -- --max-total-tokens 32768\n
+      dynlaunch up sglang --role worker -c /etc/dynlaunch/config.yaml   (in a worker pod)
     """
     given = {k: v for k, v in locals().items() if k in FLAG_KEYS}
-    cfg = _config(backend, config, given)
+    cfg = for_role(_config(backend, config, given), role, os.environ)
     ensure_tiny_model(cfg, backend, os.environ)
     me = os.getpid()
     try:
-        the_plan = resolve_plan(backend, cfg, os.environ, reserve_for=me)
+        the_plan = resolve_plan(backend, cfg, os.environ, reserve_for=me, role=role)
         check_binaries(the_plan)
         with StateDir(Path(the_plan.state_dir), the_plan.namespace) as state:
             run_id = uuid.uuid4().hex
@@ -215,7 +226,7 @@ def up(
             deadman = sup.start_deadman()  # kills the run's processes if we are SIGKILLed
             etcd = Coordination(the_plan)
             hooks = Hooks(
-                etcd_ready=etcd.etcd_ready,
+                etcd_ready=etcd.etcd_ready if role == "all" else lambda: None,
                 before_frontend=etcd.before_frontend,
                 on_change=state.write_status,
                 on_exit=etcd.fence,

@@ -82,6 +82,7 @@ class Plan:
     etcd_endpoints: str
     nats_url: str
     processes: tuple[ProcessSpec, ...]
+    role: str = "all"  # all | frontend | worker
 
     def by_role(self, role: str) -> list[ProcessSpec]:
         return [p for p in self.processes if p.role == role]
@@ -89,6 +90,7 @@ class Plan:
     def to_json(self) -> dict[str, Any]:
         return {
             "backend": self.backend,
+            "role": self.role,
             "dynamo_version": self.dynamo_version,
             "namespace": self.namespace,
             "served_model": self.served_model,
@@ -130,7 +132,15 @@ def external_infra(cfg: Config, environ: Mapping[str, str]) -> tuple[str | None,
     return etcd, nats
 
 
-def port_slots(cfg: Config, *, embedded_etcd: bool, embedded_nats: bool) -> list[PortSlot]:
+def port_slots(
+    cfg: Config,
+    *,
+    embedded_etcd: bool,
+    embedded_nats: bool,
+    role: str = "all",
+    system_port0: int | None = None,
+) -> list[PortSlot]:
+    """The ports the plan needs. ``system_port0``: worker-0's DYN_SYSTEM_PORT from a pod's env."""
     slots: list[PortSlot] = []
     if embedded_etcd:
         slots.append(PortSlot("etcd.client", cfg.infra.etcd.port, "infra.etcd.port"))
@@ -138,15 +148,20 @@ def port_slots(cfg: Config, *, embedded_etcd: bool, embedded_nats: bool) -> list
     if embedded_nats:
         slots.append(PortSlot("nats.client", cfg.infra.nats.port, "infra.nats.port"))
         slots.append(PortSlot("nats.monitor", None, "infra.nats.port"))
-    slots.append(
-        PortSlot("frontend.http", cfg.frontend.http_port, "--http-port (frontend.http_port)")
-    )
-    slots.append(PortSlot("frontend.response", None, "frontend"))
+    if role in ("all", "frontend"):
+        http = cfg.frontend.http_port
+        slots.append(PortSlot("frontend.http", http, "--http-port (frontend.http_port)"))
+        slots.append(PortSlot("frontend.response", None, "frontend"))
+    if role not in ("all", "worker"):
+        return slots
     kinds = ["system", "rpc"] + (["kv_events"] if uses_kv_events(cfg) else [])
     base = cfg.workers.port_base
     for i in range(cfg.workers.count):
         for j, kind in enumerate(kinds):
             fixed = None if base is None else base + i * len(kinds) + j
+            if (i, kind) == (0, "system") and system_port0 is not None:
+                slots.append(PortSlot("worker-0.system", system_port0, "DYN_SYSTEM_PORT"))
+                continue
             slots.append(
                 PortSlot(f"worker-{i}.{kind}", fixed, "workers.port_base", SYSTEM_PORT_MAX)
             )
@@ -157,7 +172,10 @@ def uses_kv_events(cfg: Config) -> bool:
     return cfg.frontend.router_mode == "kv"
 
 
-def build_plan(cfg: Config, backend: str, host: Host) -> Plan:
+def build_plan(cfg: Config, backend: str, host: Host, role: str = "all") -> Plan:
+    """Role `all`: the whole stack on one host, every socket on loopback. Role `frontend` or
+    `worker` (a pod of a multi-host deployment): only those processes, with the etcd/NATS the
+    environment gives, and Dynamo's own address choices (the pod's IP) left alone."""
     etcd = host.etcd_endpoints or f"http://127.0.0.1:{host.ports['etcd.client']}"
     nats = host.nats_url or f"nats://127.0.0.1:{host.ports['nats.client']}"
     procs: list[ProcessSpec] = []
@@ -166,14 +184,17 @@ def build_plan(cfg: Config, backend: str, host: Host) -> Plan:
     if host.nats_url is None:
         procs.append(_nats(cfg, host))
     common = _dynamo_env(host.dynamo_version, etcd, nats)
-    procs.append(_frontend(cfg, host, common))
+    loopback = role == "all"
+    if role in ("all", "frontend"):
+        procs.append(_frontend(cfg, host, common, loopback))
     slices = (
         gpu_slicing.slices(host.gpus, cfg.workers.count, cfg.workers.tp, host.gpu_source)
-        if backend == "sglang"
+        if backend == "sglang" and role in ("all", "worker")
         else [() for _ in range(cfg.workers.count)]
     )
-    for i, gpus in enumerate(slices):
-        procs.append(_worker(cfg, backend, host, common, i, gpus))
+    if role in ("all", "worker"):
+        for i, gpus in enumerate(slices):
+            procs.append(_worker(cfg, backend, host, common, i, gpus, loopback))
     http_host = cfg.frontend.http_host
     client_host = "127.0.0.1" if http_host in ("0.0.0.0", "::", "") else http_host
     return Plan(
@@ -186,6 +207,7 @@ def build_plan(cfg: Config, backend: str, host: Host) -> Plan:
         etcd_endpoints=etcd,
         nats_url=nats,
         processes=tuple(procs),
+        role=role,
     )
 
 
@@ -240,7 +262,7 @@ def _dynamo_env(version: str, etcd: str, nats: str) -> dict[str, str]:
     return env
 
 
-def _frontend(cfg: Config, host: Host, common: Mapping[str, str]) -> ProcessSpec:
+def _frontend(cfg: Config, host: Host, common: Mapping[str, str], loopback: bool) -> ProcessSpec:
     fe = cfg.frontend
     response = host.ports["frontend.response"]
     argv = [
@@ -251,6 +273,7 @@ def _frontend(cfg: Config, host: Host, common: Mapping[str, str]) -> ProcessSpec
     env = dict(common)
     if is_1x(host.dynamo_version):
         argv += ["--migration-limit", str(fe.migration_limit)]
+    if is_1x(host.dynamo_version) and loopback:
         # An interface name, not an address: '127.0.0.1' makes 1.4.2 fail to add the model.
         env |= {"DYN_TCP_RESPONSE_STREAM_HOST": "lo", "DYN_TCP_RESPONSE_STREAM_PORT": str(response)}
     env |= fe.env
@@ -269,6 +292,7 @@ def _worker(
     common: Mapping[str, str],
     index: int,
     gpus: tuple[str, ...],
+    loopback: bool = True,
 ) -> ProcessSpec:
     name = f"worker-{index}"
     ports = {
@@ -298,12 +322,15 @@ def _worker(
         ]  # fmt: skip
     env = dict(common) | {
         "DYN_NAMESPACE": cfg.namespace,
-        "DYN_SYSTEM_HOST": "127.0.0.1",
         "DYN_SYSTEM_PORT": str(ports["system"]),
-        "DYN_TCP_RPC_HOST": "127.0.0.1",
         "DYN_TCP_RPC_PORT": str(ports["rpc"]),
-        "DYN_EVENT_PLANE_HOST": "127.0.0.1",
     }
+    if loopback:
+        env |= {
+            "DYN_SYSTEM_HOST": "127.0.0.1",
+            "DYN_TCP_RPC_HOST": "127.0.0.1",
+            "DYN_EVENT_PLANE_HOST": "127.0.0.1",
+        }
     if is_1x(host.dynamo_version):
         env["DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS"] = '["generate"]'
     else:

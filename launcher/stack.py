@@ -123,9 +123,9 @@ class Stack:
         if not self.plan.by_role("nats"):
             self._wait_external("NATS", self.plan.nats_url, probes.nats_ok)
         for role in ROLES_START_ORDER:
-            if role == "frontend":
-                self.hooks.before_frontend()
             group = [c for c in self.children if c.spec.role == role]
+            if role == "frontend" and group:
+                self.hooks.before_frontend()
             for child in group:
                 self.sup.spawn(child, time.monotonic())
             self.hooks.on_change(self.children)
@@ -136,10 +136,11 @@ class Stack:
             if role == "etcd" and group:
                 self.hooks.etcd_ready()
         base, model = self.plan.url, self.plan.served_model
-        self._wait(f"model {model!r} listed in {base}/v1/models",
-                   partial(probes.model_listed, base, model), deadline)  # fmt: skip
-        self._wait("a one-token chat completion",
-                   partial(probes.one_token_completion, base, model), deadline)  # fmt: skip
+        if self.plan.role == "all":  # a role pod is ready when its own processes are healthy
+            self._wait(f"model {model!r} listed in {base}/v1/models",
+                       partial(probes.model_listed, base, model), deadline)  # fmt: skip
+            self._wait("a one-token chat completion",
+                       partial(probes.one_token_completion, base, model), deadline)  # fmt: skip
         for child in self.children:
             child.ready = True
         self.hooks.on_change(self.children)
@@ -189,6 +190,14 @@ class Stack:
 
     def _announce(self) -> None:
         base, model = self.plan.url, self.plan.served_model
+        if self.plan.role == "frontend":
+            log.info("dynlaunch: ready: frontend %s (namespace %r); workers register on their own",
+                     base, self.plan.namespace)  # fmt: skip
+            return
+        if self.plan.role == "worker":
+            log.info("dynlaunch: ready: %d worker(s) of %r healthy in namespace %r",
+                     len(self.children), model, self.plan.namespace)  # fmt: skip
+            return
         body = json.dumps(
             {"model": model, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}
         )

@@ -11,12 +11,12 @@ from pathlib import Path
 
 from launcher.deadman import tagged_pids
 from launcher.plan import ProcessSpec
-from launcher.supervisor import Supervisor
+from launcher.supervisor import Child, Supervisor
 
 CHILDREN = Path(__file__).resolve().parents[1] / "children"
 
 
-def _start(tmp_path: Path, script: str) -> tuple[Supervisor, list]:
+def _start(tmp_path: Path, script: str) -> tuple[Supervisor, list[Child]]:
     sup = Supervisor(uuid.uuid4().hex, tmp_path / "logs", os.environ)
     spec = ProcessSpec(script, "worker", (sys.executable, str(CHILDREN / f"{script}.py")), {})
     child = sup.add(spec, 20)

@@ -1,0 +1,93 @@
+"""`up --role frontend` and `up --role worker`, started separately against real etcd and NATS
+(as two pods would be), form one stack; restarting the frontend pod does not drop the worker."""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from launcher_run import Launcher, free_port, poll_for
+
+from launcher.probes import etcd_ok, nats_ok
+from launcher.resolve import find_binary
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def infra(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A real etcd and nats-server on loopback, like the ones the operator runs."""
+    client, peer, nats = free_port(), free_port(), free_port()
+    url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
+    etcd_argv = [
+        find_binary("etcd", {}), "--data-dir", str(tmp_path / "etcd"),
+        "--listen-client-urls", url, "--advertise-client-urls", url,
+        "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
+        "--initial-cluster", f"default={peer_url}", "--log-level", "warn",
+    ]  # fmt: skip
+    nats_argv = [find_binary("nats-server", {}), "-a", "127.0.0.1", "-p", str(nats), "-js",
+                 "-sd", str(tmp_path / "nats")]  # fmt: skip
+    servers = [
+        subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for argv in (etcd_argv, nats_argv)
+    ]
+    try:
+        nats_url = f"nats://127.0.0.1:{nats}"
+        poll_for(lambda: etcd_ok(url) and nats_ok(nats_url), 20, "etcd and NATS")
+        yield {
+            "ETCD_ENDPOINTS": url,
+            "NATS_SERVER": nats_url,
+            "DYN_NAMESPACE": f"pods-{uuid.uuid4().hex[:6]}",
+            # A pod leaves these to Dynamo (its own IP); on this test host they keep to loopback.
+            "DYN_TCP_RPC_HOST": "127.0.0.1",
+            "DYN_SYSTEM_HOST": "127.0.0.1",
+            "DYN_TCP_RESPONSE_STREAM_HOST": "lo",
+            "DYN_EVENT_PLANE_HOST": "127.0.0.1",
+        }
+    finally:
+        for server in servers:
+            server.terminate()
+            server.wait(10)
+
+
+def _chat_ok(port: int) -> bool:
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    try:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        return httpx.post(url, json=body, timeout=30).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def test_frontend_and_worker_pods_form_one_stack(infra: dict[str, str], tmp_path: Path) -> None:
+    launchers: list[Launcher] = []
+    try:
+        worker = Launcher(["mocker", "--role", "worker"], tmp_path / "w", env=infra)
+        launchers.append(worker)
+        worker.wait_ready()
+        assert worker.stderr_has("worker(s) of 'tiny' healthy")
+        assert not worker.stderr_has("etcd pid=")  # a role never starts infra
+
+        port = free_port()
+        args = ["mocker", "--role", "frontend", "--http-port", str(port)]
+        frontend = Launcher(args, tmp_path / "f1", env=infra)
+        launchers.append(frontend)
+        frontend.wait_ready()
+        poll_for(lambda: _chat_ok(port), 30, "the worker pod's model through the frontend pod")
+        assert frontend.stop() == 0
+
+        again = Launcher(args, tmp_path / "f2", env=infra)  # the frontend pod restarts
+        launchers.append(again)
+        again.wait_ready()
+        poll_for(lambda: _chat_ok(port), 30, "serving again after the frontend restart")
+        assert [line for line in worker.err if "worker-0 pid=" in line and "started" in line]
+        assert not worker.stderr_has("restart 1")  # the live worker was never dropped
+        assert again.stop() == 0
+        assert worker.stop() == 0
+    finally:
+        for launcher in launchers:
+            launcher.kill()
