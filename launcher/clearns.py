@@ -547,15 +547,17 @@ def clear_stale(
     return run(namespace, Endpoints("etcd", etcd=etcd_url, nats=nats_url)).counts()
 
 
-def lease_of_rpc_port(etcd_url: str, namespace: str, port: int) -> int | None:
-    """The lease of the instance in v1/instances/NS/ whose transport is 127.0.0.1:<port>/...;
+def lease_of_rpc_port(
+    etcd_url: str, namespace: str, port: int, host: str = "127.0.0.1"
+) -> int | None:
+    """The lease of the instance in v1/instances/NS/ whose transport is <host>:<port>/...;
     the newest when there are several; None when there is none."""
     check_namespace(namespace)
     with Etcd(etcd_url) as etcd:
         found = [
             kv
             for kv in etcd.get_prefix(f"v1/instances/{namespace}/")
-            if kv.lease and f"127.0.0.1:{port}" in layouts.addresses(layouts.load(kv.value))[0]
+            if kv.lease and f"{host}:{port}" in layouts.addresses(layouts.load(kv.value))[0]
         ]
     return max(found, key=lambda kv: kv.create_revision).lease if found else None
 

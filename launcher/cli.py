@@ -224,7 +224,8 @@ def up(
             state.record(run_id, the_plan, cfg.stop_timeout_s)
             sup = Supervisor(run_id, state.logs, os.environ)
             deadman = sup.start_deadman()  # kills the run's processes if we are SIGKILLed
-            etcd = Coordination(the_plan)
+            rpc_host = "127.0.0.1" if role == "all" else os.environ.get("DYN_TCP_RPC_HOST", "")
+            etcd = Coordination(the_plan, rpc_host)
             hooks = Hooks(
                 etcd_ready=etcd.etcd_ready if role == "all" else lambda: None,
                 before_frontend=etcd.before_frontend,

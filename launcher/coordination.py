@@ -19,11 +19,12 @@ KEEPALIVE_S = 3.0
 
 
 class Coordination:
-    def __init__(self, plan: Plan) -> None:
+    def __init__(self, plan: Plan, rpc_host: str = "127.0.0.1") -> None:
         self.etcd = plan.etcd_endpoints
         self.nats = plan.nats_url
         self.namespace = plan.namespace
         self.holder = f"{socket.gethostname()} pid {os.getpid()}"
+        self.rpc_host = rpc_host  # the address workers advertise (a pod's IP in role mode)
         self._lease: int | None = None
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
@@ -59,10 +60,10 @@ class Coordination:
     def fence(self, child: Child) -> None:
         """A worker exited: revoke its lease so the frontend stops routing to it now."""
         port = child.spec.ports.get("rpc")
-        if child.spec.role != "worker" or port is None:
-            return
+        if child.spec.role != "worker" or port is None or not self.rpc_host:
+            return  # in a pod without DYN_TCP_RPC_HOST the address is Dynamo's guess: no match
         try:
-            lease = clearns.lease_of_rpc_port(self.etcd, self.namespace, port)
+            lease = clearns.lease_of_rpc_port(self.etcd, self.namespace, port, self.rpc_host)
             if lease is not None and clearns.revoke(self.etcd, lease):
                 log.info(
                     "%s pid=%s: fenced: revoked its etcd lease %x", child.name, child.pid, lease
