@@ -1,0 +1,69 @@
+"""`dynlaunch bench prefix` for people: the table, and the TTFT plot (matplotlib, optional)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from launcher.bench import KINDS, Sample
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}"
+
+
+def _x(ratio: float | None) -> str:
+    return "-" if ratio is None else f"{ratio:.2f}x"
+
+
+def render(summary: dict[str, Any], url: str, model: str) -> str:
+    lines = [
+        f"prefix-cache benchmark: {url} model {model!r}, "
+        f"system prompt ~{summary['prefix_words']} words",
+        "",
+        f"{'kind':<8} {'n':>4} {'TTFT p50 ms':>12} {'TTFT p95 ms':>12} "
+        f"{'latency p50 ms':>15} {'latency p95 ms':>15}",
+    ]
+    for kind in KINDS:
+        row = summary[kind]
+        lines.append(
+            f"{kind:<8} {row['n']:>4} {_ms(row['ttft_p50_s']):>12} {_ms(row['ttft_p95_s']):>12} "
+            f"{_ms(row['latency_p50_s']):>15} {_ms(row['latency_p95_s']):>15}"
+        )
+    share = summary["cached_share"]
+    mean = summary["cached_tokens_mean"]
+    lines += [
+        "",
+        f"speed-up of p50 TTFT: cold/warm {_x(summary['cold_over_warm_ttft_ratio'])}, "
+        f"control/warm {_x(summary['control_over_warm_ttft_ratio'])}",
+        "cached prompt tokens (warm, as the server reports them): "
+        + ("not reported" if mean is None else f"mean {mean:.0f}, share {share or 0:.0%}"),
+    ]
+    if summary["errors"]:
+        lines.append(f"failed requests: {summary['errors']}")
+    server = summary.get("server") or {}
+    if server:
+        lines.append("server counters over the run: "
+                     + ", ".join(f"{k} +{v:g}" for k, v in sorted(server.items())))  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot(samples: Sequence[Sample], path: str) -> None:
+    """TTFT distribution per kind, one box each, with the points on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    data = [
+        [s.ttft_s * 1000 for s in samples if s.kind == k and s.ttft_s is not None] for k in KINDS
+    ]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.boxplot(data, tick_labels=list(KINDS))
+    for i, values in enumerate(data, start=1):
+        ax.scatter([i] * len(values), values, s=10, alpha=0.5)
+    ax.set_ylabel("time to first token (ms)")
+    ax.set_title("TTFT by request kind (cold: first of a shared prefix)")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
