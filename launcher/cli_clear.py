@@ -7,11 +7,12 @@ import os
 from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from launcher.clearns import KINDS, Decision, Endpoints, default_file_kv, run
+from launcher.control import read_info
 from launcher.errors import ConfigError
 from launcher.layouts import check_namespace
 from launcher.resolve import default_state_dir
@@ -52,27 +53,6 @@ StateDirOpt = Annotated[
 ]
 
 
-def _pid_alive(pid: object) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def running_launcher(state_dir: Path) -> dict[str, Any]:
-    """launcher.json of a `dynlaunch up` that still runs there ({} if none)."""
-    try:
-        info = json.loads((state_dir / "launcher.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    return info if isinstance(info, dict) and _pid_alive(info.get("pid")) else {}
-
-
 def endpoints(
     namespace: str,
     environ: Mapping[str, str],
@@ -84,7 +64,7 @@ def endpoints(
     state_dir: str | None,
 ) -> Endpoints:
     """Flags, then Dynamo's variables, then a running `dynlaunch up` of this namespace."""
-    info = running_launcher(Path(state_dir or default_state_dir(namespace, environ)))
+    info = read_info(Path(state_dir or default_state_dir(namespace, environ))) or {}
     kind = discovery or environ.get("DYN_DISCOVERY_BACKEND") or "etcd"
     if kind not in ("etcd", "file"):
         raise ConfigError(f"DYN_DISCOVERY_BACKEND={kind!r}: clear-namespace knows etcd and file")

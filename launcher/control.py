@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher import probes
+from launcher.deadman import alive
 from launcher.errors import DynlaunchError
 
 EXIT_NOT_RUNNING = 1
@@ -26,22 +27,13 @@ def states_root(environ: Mapping[str, str]) -> Path:
     return Path(base) / "dynlaunch"
 
 
-def _alive(pid: int) -> bool:
-    """True for a live process; a zombie (exited, not yet reaped by its parent) is not."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
 def read_info(state_dir: Path) -> dict[str, Any] | None:
     """The running launcher's launcher.json, or None when no live launcher owns ``state_dir``."""
     try:
         info = json.loads((state_dir / "launcher.json").read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(info, dict) or not _alive(int(info.get("pid", 0)) or -1):
+    if not isinstance(info, dict) or not alive(int(info.get("pid", 0)) or -1):
         return None
     info["state_dir"] = str(state_dir)
     return info
@@ -113,7 +105,7 @@ def stop(info: Mapping[str, Any], timeout: float) -> bool:
     pid = int(info["pid"])
     os.kill(pid, 15)
     deadline = time.monotonic() + timeout
-    while _alive(pid):
+    while alive(pid):
         if time.monotonic() > deadline:
             return False
         time.sleep(0.1)

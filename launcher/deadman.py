@@ -26,14 +26,21 @@ def tagged_pids(run_id: str) -> list[int]:
         if not proc.name.isdigit() or int(proc.name) == os.getpid():
             continue
         try:
-            if needle not in (proc / "environ").read_bytes().split(b"\0"):
-                continue
-            if (proc / "stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
-                continue
+            tagged = needle in (proc / "environ").read_bytes().split(b"\0")
         except OSError:
             continue
-        found.append(int(proc.name))
+        if tagged and alive(int(proc.name)):
+            found.append(int(proc.name))
     return found
+
+
+def alive(pid: int) -> bool:
+    """True for a live process; a zombie (exited, not yet reaped by its parent) is not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def kill_all(pids: list[int], sig: signal.Signals) -> None:

@@ -18,6 +18,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from launcher.deadman import alive
 from launcher.errors import ConfigError
 from launcher.plan import PortSlot
 
@@ -78,23 +79,13 @@ def _locked(directory: Path) -> Iterator[None]:
             fcntl.flock(lock, fcntl.LOCK_UN)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _reserved_by_others(directory: Path, me: int) -> set[int]:
     taken: set[int] = set()
     for file in directory.glob("*.json"):
         pid = int(file.stem) if file.stem.isdigit() else -1
         if pid == me:
             continue
-        if pid < 0 or not _alive(pid):
+        if pid < 0 or not alive(pid):
             file.unlink(missing_ok=True)
             continue
         with contextlib.suppress(OSError, ValueError):

@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from launcher import deadman
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -33,19 +35,7 @@ def poll_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 def tagged_pids(run_id: str) -> set[int]:
     """Live processes carrying this run's environment tag."""
-    needle = f"DYNLAUNCH_RUN_ID={run_id}".encode()
-    found: set[int] = set()
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if needle in (proc / "environ").read_bytes().split(b"\0"):
-                state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
-                if state != "Z":
-                    found.add(int(proc.name))
-        except OSError:
-            continue
-    return found
+    return set(deadman.tagged_pids(run_id))
 
 
 class Launcher:
