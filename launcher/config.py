@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from launcher.errors import ConfigError
+from launcher.k8s_config import K8sConfig
 
 BACKENDS = ("sglang", "mocker")
 ENV_PREFIX = "DYNLAUNCH_"
@@ -120,6 +121,7 @@ class Config(_Section):
     startup_timeout_s: float = Field(600.0, gt=0)
     stop_timeout_s: float = Field(15.0, gt=0)
     restart: RestartConfig = Field(default_factory=RestartConfig)
+    k8s: K8sConfig = Field(default_factory=K8sConfig)
 
     @field_validator("namespace")
     @classmethod
