@@ -211,6 +211,8 @@ class Stack:
             now = time.monotonic()
             exited = self.sup.reap()
             for child in exited:
+                # Its group may outlive it (SGLang's scheduler and detokenizer hold GPU memory).
+                self.sup.signal_group(child, signal.SIGKILL)
                 self.hooks.on_exit(child)
                 self._after_exit(child, now)
             due = [c for c in self.children if c.next_start is not None and now >= c.next_start]
