@@ -9,7 +9,8 @@ import socket
 import threading
 
 from launcher import clearns
-from launcher.errors import ConfigError, DynlaunchError
+from launcher.errors import DynlaunchError
+from launcher.etcd import Etcd
 from launcher.plan import Plan
 from launcher.supervisor import Child
 
@@ -38,16 +39,18 @@ class Coordination:
         self._keeper.start()
 
     def _keep(self) -> None:
-        while not self._stop.wait(KEEPALIVE_S):
-            try:
-                if self._lease is not None and clearns.keep_lock(self.etcd, self._lease):
-                    continue
-                self._lease = clearns.acquire_lock(
-                    self.etcd, self.namespace, self.holder, LOCK_TTL_S
-                )
-                log.warning("dynlaunch: namespace lock was lost; taken again")
-            except (DynlaunchError, ConfigError) as err:  # etcd restarting; try again
-                log.warning("dynlaunch: namespace lock: %s", err)
+        with Etcd(self.etcd) as etcd:  # one connection for the run's keep-alives
+            while not self._stop.wait(KEEPALIVE_S):
+                self._keep_once(etcd)
+
+    def _keep_once(self, etcd: Etcd) -> None:
+        try:
+            if self._lease is not None and etcd.lease_keepalive(self._lease) is not None:
+                return
+            self._lease = clearns.acquire_lock(self.etcd, self.namespace, self.holder, LOCK_TTL_S)
+            log.warning("dynlaunch: namespace lock was lost; taken again")
+        except DynlaunchError as err:  # etcd restarting; try again
+            log.warning("dynlaunch: namespace lock: %s", err)
 
     def before_frontend(self) -> None:
         """Remove registrations whose owner is gone; a live worker's are never touched."""

@@ -9,9 +9,12 @@ loop ends the run with that child's code. Stop: workers, frontend, NATS, etcd.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import os
 import random
+import select
 import signal
 import sys
 import time
@@ -24,11 +27,12 @@ from launcher import lifecycle, probes
 from launcher.config import Config
 from launcher.errors import StartupError
 from launcher.lifecycle import Policy, RestartRules
-from launcher.plan import ROLES_START_ORDER, Plan
+from launcher.plan import Plan
 from launcher.supervisor import Child, Supervisor, describe_status
 
 log = logging.getLogger(__name__)
-TICK_S = 0.1
+POLL_S = 0.05  # readiness probes while starting
+IDLE_S = 1.0  # the serve loop's longest sleep; a signal or a due restart wakes it sooner
 PHASE_REPORT_S = 5.0
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
@@ -46,6 +50,10 @@ class Hooks:
     on_change: Callable[[list[Child]], None] = lambda _children: None  # e.g. the status file
     on_exit: Callable[[Child], None] = lambda _child: None  # exited on its own: e.g. fence it
     dynamo_stopped: Callable[[], None] = _nothing  # workers and frontend are down, infra is up
+
+
+def _ignore(_signum: int, _frame: FrameType | None) -> None:
+    """SIGCHLD's handler: its only job is the byte it makes Python write to the wakeup fd."""
 
 
 class StopRequestedError(Exception):
@@ -92,10 +100,24 @@ class Stack:
         if self.signals:
             raise StopRequestedError
 
+    def _sleep(self, timeout: float) -> None:
+        """Until ``timeout`` passes or any signal arrives (a child's exit, Ctrl-C)."""
+        if timeout > 0:
+            select.select([self._wake_r], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._wake_r, 512)
+
     # -- the whole run -------------------------------------------------------------------------
     def run(self) -> int:
         """Start, serve until told to stop, stop. Returns the launcher's exit code."""
+        # Every signal (SIGCHLD included) writes a byte here, so the loops sleep until something
+        # happens instead of polling.
+        self._wake_r, wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(wake_w, False)
+        previous_fd = signal.set_wakeup_fd(wake_w)
         previous = {s: signal.signal(s, self._on_signal) for s in HANDLED_SIGNALS}
+        previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, _ignore)
         code = 0
         try:
             try:
@@ -110,6 +132,9 @@ class Stack:
             killed = self._shutdown()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+            signal.set_wakeup_fd(previous_fd)
+            os.close(self._wake_r)
+            os.close(wake_w)
         if self.signals and code == 0 and killed:
             code = lifecycle.signal_exit_code(self.signals[0])  # a stop that had to kill
         return code
@@ -122,9 +147,11 @@ class Stack:
             self.hooks.etcd_ready()
         if not self.plan.by_role("nats"):
             self._wait_external("NATS", self.plan.nats_url, probes.nats_ok)
-        for role in ROLES_START_ORDER:
-            group = [c for c in self.children if c.spec.role == role]
-            if role == "frontend" and group:
+        # etcd and NATS start together; the frontend, then at once the workers (they register
+        # in etcd on their own; the frontend picks them up whenever it comes).
+        for tier in (("etcd", "nats"), ("frontend", "worker")):
+            group = [c for c in self.children if c.spec.role in tier]
+            if "frontend" in tier and group:
                 self.hooks.before_frontend()
             for child in group:
                 self.sup.spawn(child, time.monotonic())
@@ -133,8 +160,8 @@ class Stack:
                 if child.spec.health_url is not None:
                     probe = partial(probes.http_ok, child.spec.health_url)
                     self._wait(f"{child.name} health ({child.spec.health_url})", probe, deadline)
-            if role == "etcd" and group:
-                self.hooks.etcd_ready()
+                if child.spec.role == "etcd":
+                    self.hooks.etcd_ready()
         base, model = self.plan.url, self.plan.served_model
         if self.plan.role == "all":  # a role pod is ready when its own processes are healthy
             self._wait(f"model {model!r} listed in {base}/v1/models",
@@ -175,7 +202,7 @@ class Stack:
             if sys.stderr.isatty() and now - last_report >= PHASE_REPORT_S:
                 log.info("dynlaunch: waiting for %s (%.0fs)", phase, now - began)
                 last_report = now
-            time.sleep(0.25)
+            self._sleep(POLL_S)
 
     def _died_early(self, child: Child) -> None:
         assert child.status is not None
@@ -222,7 +249,8 @@ class Stack:
                 self.sup.spawn(child, now)
             if exited or due:
                 self.hooks.on_change(self.children)
-            time.sleep(TICK_S)
+            pending = [c.next_start for c in self.children if c.next_start is not None]
+            self._sleep(min([IDLE_S, *(t - time.monotonic() for t in pending)]))
 
     def _after_exit(self, child: Child, now: float) -> None:
         assert child.status is not None
@@ -255,10 +283,10 @@ class Stack:
     def _shutdown(self) -> bool:
         """Stop everything in reverse order; True when something had to be SIGKILLed."""
         killed = False
-        for role in reversed(ROLES_START_ORDER):
-            if role == "nats":
+        for tier in (("worker",), ("frontend",), ("nats", "etcd")):
+            if "etcd" in tier:
                 self.hooks.dynamo_stopped()
-            group = [c for c in self.children if c.spec.role == role]
+            group = [c for c in self.children if c.spec.role in tier]
             for child in group:
                 child.next_start = None
             killed |= self.sup.stop(group, self.cfg.stop_timeout_s,
