@@ -31,6 +31,7 @@ from launcher.plan import Plan
 from launcher.supervisor import Child, Supervisor, describe_status
 
 log = logging.getLogger(__name__)
+ROLES = ("etcd", "nats", "frontend", "worker")
 POLL_S = 0.05  # readiness probes while starting
 IDLE_S = 1.0  # the serve loop's longest sleep; a signal or a due restart wakes it sooner
 PHASE_REPORT_S = 5.0
@@ -147,11 +148,16 @@ class Stack:
             self.hooks.etcd_ready()
         if not self.plan.by_role("nats"):
             self._wait_external("NATS", self.plan.nats_url, probes.nats_ok)
-        # etcd and NATS start together; the frontend, then at once the workers (they register
-        # in etcd on their own; the frontend picks them up whenever it comes).
-        for tier in (("etcd", "nats"), ("frontend", "worker")):
+        # With external etcd: its lock and stale clear come first, so etcd and NATS start (or are
+        # waited for) before the frontend, then at once the workers (they register in etcd on
+        # their own; the frontend picks them up whenever it comes). With embedded infra there is
+        # nothing to lock or clear in a fresh etcd: everything starts at once, and Dynamo's own
+        # start-up (about a second of imports) outlasts etcd's.
+        fresh = bool(self.plan.by_role("etcd")) and bool(self.plan.by_role("nats"))
+        tiers = [ROLES] if fresh else [("etcd", "nats"), ("frontend", "worker")]
+        for tier in tiers:
             group = [c for c in self.children if c.spec.role in tier]
-            if "frontend" in tier and group:
+            if "frontend" in tier and group and not fresh:
                 self.hooks.before_frontend()
             for child in group:
                 self.sup.spawn(child, time.monotonic())
@@ -160,7 +166,7 @@ class Stack:
                 if child.spec.health_url is not None:
                     probe = partial(probes.http_ok, child.spec.health_url)
                     self._wait(f"{child.name} health ({child.spec.health_url})", probe, deadline)
-                if child.spec.role == "etcd":
+                if child.spec.role == "etcd" and not fresh:
                     self.hooks.etcd_ready()
         base, model = self.plan.url, self.plan.served_model
         if self.plan.role == "all":  # a role pod is ready when its own processes are healthy

@@ -86,12 +86,18 @@ def test_as_pid_1_it_reaps_orphans_and_stops_cleanly_on_sigterm(
     assert _ns_pid(pid1) == 1
     # An orphan: its parent exits at once, so the kernel hands it to the namespace's PID 1.
     out = subprocess.run(
-        ["nsenter", "-t", str(pid1), "-p", "--", "sh", "-c", "sleep 1 & echo $!; exit 0"],
+        ["nsenter", "-t", str(pid1), "-p", "--", "sh", "-c",
+         "sleep 2 >/dev/null 2>&1 & echo $!; exit 0"],
         capture_output=True, text=True, check=True, timeout=10,
     )  # fmt: skip
     orphan_ns_pid = int(out.stdout.split()[0])
-    orphans = [p for p in _children_of(pid1) if _ns_pid(p) == orphan_ns_pid]
-    assert orphans, "the orphan was not handed to dynlaunch"
+    orphans: list[int] = []
+
+    def handed_over() -> bool:
+        orphans[:] = [p for p in _children_of(pid1) if _ns_pid(p) == orphan_ns_pid]
+        return bool(orphans)
+
+    poll_for(handed_over, 2, "the orphan to be handed to dynlaunch")
     poll_for(lambda: _state(orphans[0]) is None, 10, "the orphan to be reaped (no zombie)")
     assert _chat_ok(port)
     os.kill(pid1, signal.SIGTERM)  # what `docker stop` does
