@@ -138,8 +138,9 @@ def clear_namespace(
     on this host, or does not answer in time, counts as alive. A dead owner's lease is revoked
     (all its keys go at once) only when it holds an instance key of NS and nothing outside NS;
     otherwise its keys are deleted one by one. A frontend's lease is never touched. Keys
-    without a lease go when no live owner claims them. Streams of NS go when no instance of NS
-    is alive.
+    without a lease go when no live owner claims them; when every key under one of NS's
+    prefixes goes, that prefix is removed in one transaction guarded on nothing in it having
+    changed since it was read. Streams of NS go when no instance of NS is alive.
 
     --all removes everything of NS, for a cold start; when instances look alive it stops and
     asks for --yes. Endpoints: flags, else ETCD_ENDPOINTS / NATS_SERVER / DYN_FILE_KV, else

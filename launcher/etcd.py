@@ -162,6 +162,31 @@ class Etcd:
         }  # fmt: skip
         return bool(self._call("/v3/kv/txn", body).get("succeeded", False))
 
+    def delete_prefix_if_unchanged(self, prefix: str, revision: int) -> int | None:
+        """Delete every key under ``prefix`` in one transaction, only if none of them was written
+        after store revision ``revision`` (what was read then is all there is, or less): the
+        number deleted, or None when something under the prefix is newer (nothing deleted).
+
+        One compare over the whole range: etcd checks every key in [prefix, prefix_end) and an
+        empty range passes. ``prefix`` must end with "/", so that "ns/" never reaches "ns2/"."""
+        if not prefix.endswith("/") or prefix == "/":
+            raise ValueError(f"a range delete needs a prefix ending with '/': {prefix!r}")
+        if revision <= 0:
+            raise ValueError(f"a range delete needs the revision it was read at: {revision}")
+        key, end = _b64(prefix), _b64(prefix_end(prefix))
+        body = {
+            "compare": [
+                {"key": key, "range_end": end, "target": "MOD", "result": "LESS",
+                 "mod_revision": str(revision + 1)},
+            ],
+            "success": [{"request_delete_range": {"key": key, "range_end": end}}],
+        }  # fmt: skip
+        data = self._call("/v3/kv/txn", body)
+        if not data.get("succeeded", False):  # the gateway leaves out false and zero
+            return None
+        deleted = [r.get("response_delete_range", {}) for r in data.get("responses", [])]
+        return sum(int(r.get("deleted", 0)) for r in deleted)
+
     def put_if_absent(self, key: str, value: bytes | str, lease: int = 0) -> KeyValue | None:
         """Create ``key`` unless it exists: None when created, else the existing key."""
         put: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}

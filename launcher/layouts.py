@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import unquote
@@ -33,8 +33,10 @@ def check_namespace(namespace: str) -> str:
     return namespace
 
 
-def etcd_prefixes(ns: str) -> tuple[str, ...]:
-    """Every etcd prefix to read for namespace ``ns`` (the trailing / keeps `ns2` out)."""
+def own_prefixes(ns: str) -> tuple[str, ...]:
+    """The etcd prefixes that hold namespace ``ns``'s keys and nothing else: the namespace is a
+    whole path segment, and the trailing / keeps `ns2`, `ns-agg` and `ns_x` out."""
+    check_namespace(ns)
     return (
         f"v1/instances/{ns}/",
         f"v1/mdc/{ns}/",
@@ -42,6 +44,13 @@ def etcd_prefixes(ns: str) -> tuple[str, ...]:
         f"v1/event_sources/namespace/{ns}/",
         f"instances/{ns}/",
         f"kv_routers/{ns}/",
+    )
+
+
+def etcd_prefixes(ns: str) -> tuple[str, ...]:
+    """Every etcd prefix to read for namespace ``ns``: its own, then 0.5's shared ones."""
+    return (
+        *own_prefixes(ns),
         "models/",  # 0.5: the value names the namespace
         "mdc/",  # 0.5: lease-less cards, shared by every namespace
     )
@@ -148,6 +157,12 @@ def parse_key(entry: Entry, ns: str, publishers: dict[int, int] | None = None) -
         return None
     rpc, system = addresses(value)
     return Reg(entry, kind, owner, instance, rpc, system)
+
+
+def parse_keys(entries: Sequence[Entry], ns: str) -> tuple[Reg, ...]:
+    """Every registration of namespace ``ns`` among etcd ``entries``, in their order."""
+    pubs = publishers(entries)
+    return tuple(r for e in entries if (r := parse_key(e, ns, pubs)) is not None)
 
 
 def parse_file(entry: Entry, ns: str, publishers: dict[int, int] | None = None) -> Reg | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -10,11 +11,12 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 
 from launcher.etcd import Etcd
@@ -174,6 +176,39 @@ def put_worker_1x(
     for key, value in values.items():
         etcd.put(key, json.dumps(value), lease)
     return sorted(values)
+
+
+def put_many(etcd: Etcd, items: Mapping[str, Any], batch: int = 128) -> None:
+    """Write many lease-less keys (values as JSON) in transactions of ``batch`` puts each (etcd's
+    default --max-txn-ops is 128), not one request per key."""
+    pairs = list(items.items())
+    for start in range(0, len(pairs), batch):
+        ops = [
+            {"request_put": {"key": b64(key), "value": b64(json.dumps(value))}}
+            for key, value in pairs[start : start + batch]
+        ]
+        url = f"{etcd.endpoints[0]}/v3/kv/txn"
+        resp = httpx.post(url, json={"success": ops}, timeout=30, trust_env=False)
+        assert resp.status_code == 200, resp.text
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def stale_workers_1x(
+    ns: str, count: int, rpc_port: int, system_port: int, first: int = 0x7A000000
+) -> dict[str, dict[str, Any]]:
+    """``count`` dead 1.x workers' keys, left without a lease (their ports refuse connections)."""
+    out: dict[str, dict[str, Any]] = {}
+    for n in range(count):
+        out |= worker_1x(ns, first + n, rpc_port, system_port)
+    return out
+
+
+def revision(etcd: Etcd) -> int:
+    """The store's current revision."""
+    return etcd.range_prefix("dynlaunch-test/nothing/")[1]
 
 
 # -- NATS JetStream fixtures -----------------------------------------------------------------------

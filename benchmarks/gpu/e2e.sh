@@ -1,0 +1,119 @@
+#!/usr/bin/env bash
+# Real SGLang behind the real Dynamo frontend, launched by dynlaunch, on a GPU machine.
+# Run on the GPU host after scripts/gpu_install.sh:  bash benchmarks/gpu/e2e.sh PHASE
+#   serve   up sglang (tiny Llama, --page-size 16); streamed + non-streamed chat; bench prefix with the
+#           radix cache, then the same with --disable-radix-cache (the baseline); stop.
+#   faults  up sglang; SIGKILL the worker (fenced, restarted, serving again); SIGTERM the launcher:
+#           no SGLang process left, no GPU memory held.
+#   multi   2 workers x tp 1 on 2 GPUs: each worker's processes on its own GPU.
+# Results and logs go to $OUT (default /tmp/dynlaunch-gpu/out).
+set -u
+phase=${1:?usage: e2e.sh serve|faults|multi}
+cd "$(dirname "$0")/../.."
+site=${GPU_SITE:-/tmp/dynlaunch-gpu/site}
+out=${OUT:-/tmp/dynlaunch-gpu/out}
+mkdir -p "$out"
+export PYTHONPATH="$site:$PWD" PATH="/tmp/dynlaunch-gpu/bin:$PATH" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
+export SGLANG_SKIP_SGL_KERNEL_VERSION_CHECK=1
+py=python3
+dl() { "$py" -m launcher "$@"; }
+say() { echo "== $(date +%T) $*" | tee -a "$out/$phase.log"; }
+model=/tmp/dynlaunch-gpu/tiny-llama
+port=8000
+url=http://127.0.0.1:$port
+engine=(--attention-backend triton --sampling-backend pytorch --disable-cuda-graph
+        --mem-fraction-static 0.3 --enable-metrics)
+
+# etcd and nats-server: the Debian binaries (they need only libc), carried as gpu-infra/infra-bin.tar.xz
+if [ ! -x /tmp/dynlaunch-gpu/bin/etcd ] && [ -f gpu-infra/infra-bin.tar.xz ]; then
+  mkdir -p /tmp/dynlaunch-gpu/bin && tar -xJf gpu-infra/infra-bin.tar.xz -C /tmp/dynlaunch-gpu/bin
+fi
+[ -f "$model/config.json" ] || "$py" scripts/make_tiny_llama.py "$model" >/dev/null
+
+up() {  # up NAME [dynlaunch args] [-- engine args]; waits for ready
+  local name=$1; shift
+  dl up sglang --namespace "gpu-$name" --model-path "$model" --served-model-name tiny-llama \
+    --page-size 16 --http-port $port --state-dir "/tmp/dynlaunch-gpu/state-$name" \
+    --startup-timeout 420 "$@" >"$out/$name.stdout" 2>"$out/$name.stderr" &
+  launcher=$!
+  local t0=$SECONDS
+  until grep -q "dynlaunch: ready" "$out/$name.stderr"; do
+    if ! kill -0 $launcher 2>/dev/null; then say "$name: launcher exited before ready"; tail -30 "$out/$name.stderr"; return 1; fi
+    if (( SECONDS - t0 > 440 )); then say "$name: not ready after 440s"; return 1; fi
+    sleep 2
+  done
+  say "$name: ready after $((SECONDS - t0))s (launcher pid $launcher)"
+}
+
+down() {  # SIGTERM the launcher, wait, record what is left
+  local name=$1 t0=$SECONDS
+  kill -TERM $launcher; wait $launcher; local rc=$?
+  say "$name: launcher exited $rc after $((SECONDS - t0))s"
+  sleep 1
+  say "$name: sglang/dynamo processes left: $(pgrep -fc 'sglang|dynamo\.|etcd|nats-server' || true)"
+  nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader >"$out/$name-gpu-after.txt"
+  say "$name: GPU compute processes after stop: $(grep -c . "$out/$name-gpu-after.txt" || true)"
+}
+
+chat() {  # chat STREAM(true|false) -> prints the response
+  curl -s -m 60 "$url/v1/chat/completions" -H 'Content-Type: application/json' \
+    -d "{\"model\":\"tiny-llama\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello! Count to five.\"}],\"max_tokens\":16,\"stream\":$1}"
+}
+
+worker_metrics() {  # SGLang's prefix-cache metrics on the worker's system port
+  local sys
+  sys=$(dl status --state-dir "/tmp/dynlaunch-gpu/state-$1" --json | "$py" -c \
+    'import json,sys; print([c for c in json.load(sys.stdin)["children"] if c["name"]=="worker-0"][0]["ports"]["system"])')
+  curl -s "http://127.0.0.1:$sys/metrics" | grep -E '^sglang:(cache_hit_rate|prompt_tokens_total|cached_tokens_total|num_used_tokens)' || true
+}
+
+nvidia-smi --query-gpu=index,name,memory.used,memory.total --format=csv >"$out/$phase-gpus.txt"
+case $phase in
+serve)
+  up radix -- "${engine[@]}" || exit 1
+  chat false >"$out/chat-nonstream.json"; say "non-streamed: $(head -c 400 "$out/chat-nonstream.json")"
+  chat true >"$out/chat-stream.txt"; say "streamed: $(grep -c '^data: ' "$out/chat-stream.txt") SSE events, last: $(tail -2 "$out/chat-stream.txt" | head -1)"
+  dl bench prefix --url "$url" --model tiny-llama --prefix-tokens 2048 --requests 32 --json >"$out/bench-radix.json"
+  dl bench prefix --url "$url" --model tiny-llama --prefix-tokens 2048 --requests 32 >"$out/bench-radix.txt"
+  worker_metrics radix >"$out/metrics-radix.txt"
+  down radix
+  up noradix -- "${engine[@]}" --disable-radix-cache || exit 1
+  dl bench prefix --url "$url" --model tiny-llama --prefix-tokens 2048 --requests 32 --json >"$out/bench-noradix.json"
+  dl bench prefix --url "$url" --model tiny-llama --prefix-tokens 2048 --requests 32 >"$out/bench-noradix.txt"
+  worker_metrics noradix >"$out/metrics-noradix.txt"
+  down noradix
+  cat "$out/bench-radix.txt" "$out/bench-noradix.txt"
+  ;;
+faults)
+  up faults -- "${engine[@]}" || exit 1
+  dl status --state-dir /tmp/dynlaunch-gpu/state-faults >"$out/status-before.txt"
+  pids=$(dl status --state-dir /tmp/dynlaunch-gpu/state-faults --json | "$py" -c \
+    'import json,sys; print([c for c in json.load(sys.stdin)["children"] if c["name"]=="worker-0"][0]["pid"])')
+  say "worker-0 pid $pids; its process tree: $(pstree -p "$pids" 2>/dev/null | head -3 | tr '\n' ' ')"
+  ps -eo pid,pgid,sid,comm,args | grep -E 'sglang|dynamo' | grep -v grep >"$out/procs-before-kill.txt"
+  t0=$SECONDS; kill -KILL "$pids"
+  until [ "$(grep -c 'worker-0 pid=.*: started' "$out/faults.stderr")" -ge 2 ]; do sleep 1; (( SECONDS - t0 > 120 )) && break; done
+  say "worker-0 restarted after $((SECONDS - t0))s"
+  until dl health --url "$url" --model tiny-llama >/dev/null 2>&1; do sleep 2; (( SECONDS - t0 > 420 )) && break; done
+  say "after SIGKILL of the worker: serving again after $((SECONDS - t0))s"
+  grep -E "worker-0|fenced" "$out/faults.stderr" | tail -8 | tee -a "$out/$phase.log"
+  dl status --state-dir /tmp/dynlaunch-gpu/state-faults >"$out/status-after.txt"; cat "$out/status-after.txt"
+  chat false >"$out/chat-after-restart.json"; say "chat after restart: $(head -c 200 "$out/chat-after-restart.json")"
+  nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader >"$out/gpu-while-running.txt"
+  down faults
+  ;;
+multi)
+  up multi --workers 2 --tp 1 --gpus 0,1 -- "${engine[@]}" || exit 1
+  chat false >"$out/chat-multi.json"; say "chat: $(head -c 200 "$out/chat-multi.json")"
+  dl status --state-dir /tmp/dynlaunch-gpu/state-multi >"$out/status-multi.txt"; cat "$out/status-multi.txt"
+  nvidia-smi --query-compute-apps=pid,gpu_uuid,used_memory --format=csv,noheader >"$out/gpu-multi.txt"
+  nvidia-smi --query-gpu=index,uuid --format=csv,noheader >"$out/gpu-uuids.txt"
+  for w in 0 1; do
+    wp=$(dl status --state-dir /tmp/dynlaunch-gpu/state-multi --json | "$py" -c \
+      "import json,sys; print([c for c in json.load(sys.stdin)['children'] if c['name']=='worker-$w'][0]['pid'])")
+    tree=$(pgrep -g "$(ps -o pgid= -p "$wp" | tr -d ' ')" | tr '\n' '|')
+    say "worker-$w pid $wp group pids: $tree CUDA_VISIBLE_DEVICES=$(tr '\0' '\n' </proc/$wp/environ | grep ^CUDA_VISIBLE_DEVICES=)"
+  done
+  down multi
+  ;;
+esac
