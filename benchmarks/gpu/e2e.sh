@@ -32,7 +32,7 @@ fi
 
 up() {  # up NAME [dynlaunch args] [-- engine args]; waits for ready
   local name=$1; shift
-  dl up sglang --namespace "gpu-$name" --model-path "$model" --served-model-name tiny-llama \
+  "$py" -m launcher up sglang --namespace "gpu-$name" --model-path "$model" --served-model-name tiny-llama \
     --page-size 16 --http-port $port --state-dir "/tmp/dynlaunch-gpu/state-$name" \
     --startup-timeout 420 "$@" >"$out/$name.stdout" 2>"$out/$name.stderr" &
   launcher=$!
@@ -117,3 +117,5 @@ multi)
   down multi
   ;;
 esac
+# Only 8 files come back from a device call: pack the small logs into one.
+tar -czf "$out/logs-$phase.tgz" -C "$out" --exclude='*.tgz' . 2>/dev/null || true
