@@ -27,11 +27,10 @@ from launcher import lifecycle, probes
 from launcher.config import Config
 from launcher.errors import StartupError
 from launcher.lifecycle import Policy, RestartRules
-from launcher.plan import Plan
+from launcher.plan import ROLES_START_ORDER, Plan
 from launcher.supervisor import Child, Supervisor, describe_status
 
 log = logging.getLogger(__name__)
-ROLES = ("etcd", "nats", "frontend", "worker")
 POLL_S = 0.05  # readiness probes while starting
 IDLE_S = 1.0  # the serve loop's longest sleep; a signal or a due restart wakes it sooner
 PHASE_REPORT_S = 5.0
@@ -154,7 +153,7 @@ class Stack:
         # nothing to lock or clear in a fresh etcd: everything starts at once, and Dynamo's own
         # start-up (about a second of imports) outlasts etcd's.
         fresh = bool(self.plan.by_role("etcd")) and bool(self.plan.by_role("nats"))
-        tiers = [ROLES] if fresh else [("etcd", "nats"), ("frontend", "worker")]
+        tiers = [ROLES_START_ORDER] if fresh else [("etcd", "nats"), ("frontend", "worker")]
         for tier in tiers:
             group = [c for c in self.children if c.spec.role in tier]
             if "frontend" in tier and group and not fresh:

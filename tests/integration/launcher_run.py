@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import httpx
+
 from launcher import deadman
 
 REPO = Path(__file__).resolve().parents[2]
@@ -31,6 +33,16 @@ def poll_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(0.1)
+
+
+def chat_ok(port: int) -> bool:
+    """One small chat completion through the frontend on ``port`` succeeds."""
+    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    try:
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        return httpx.post(url, json=body, timeout=30).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def tagged_pids(run_id: str) -> set[int]:

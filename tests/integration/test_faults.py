@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from launcher_run import REPO, Launcher, free_port, poll_for, tagged_pids
+from launcher_run import REPO, Launcher, chat_ok, free_port, poll_for, tagged_pids
 
 pytestmark = pytest.mark.integration
 
@@ -40,15 +40,6 @@ def _up(
                         env=env, prefix=prefix)  # fmt: skip
     started.append(launcher)
     return launcher, port
-
-
-def _chat_ok(port: int) -> bool:
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-    try:
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        return httpx.post(url, json=body, timeout=30).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_sigkill_of_the_launcher_leaves_no_process(started: list[Launcher], tmp_path: Path) -> None:
@@ -99,7 +90,7 @@ def test_as_pid_1_it_reaps_orphans_and_stops_cleanly_on_sigterm(
 
     poll_for(handed_over, 2, "the orphan to be handed to dynlaunch")
     poll_for(lambda: _state(orphans[0]) is None, 10, "the orphan to be reaped (no zombie)")
-    assert _chat_ok(port)
+    assert chat_ok(port)
     os.kill(pid1, signal.SIGTERM)  # what `docker stop` does
     assert launcher.wait(60) == 0, launcher.dump()
     assert launcher.stderr_has("SIGTERM received, stopping")
@@ -185,5 +176,5 @@ def test_killed_etcd_is_restarted_and_the_stack_serves_again(
     os.kill(launcher.child_pid("etcd"), signal.SIGKILL)
     poll_for(lambda: len([x for x in launcher.err if " etcd pid=" in x and "started" in x]) == 2,
              15, "etcd's restart")  # fmt: skip
-    poll_for(lambda: _chat_ok(port), 60, "the stack to serve again")
+    poll_for(lambda: chat_ok(port), 60, "the stack to serve again")
     assert launcher.stop() == 0

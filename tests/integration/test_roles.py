@@ -8,9 +8,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from launcher_run import Launcher, free_port, poll_for
+from launcher_run import Launcher, chat_ok, free_port, poll_for
 
 from launcher.probes import etcd_ok, nats_ok
 from launcher.resolve import find_binary
@@ -54,15 +53,6 @@ def infra(tmp_path: Path) -> Iterator[dict[str, str]]:
             server.wait(10)
 
 
-def _chat_ok(port: int) -> bool:
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-    try:
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        return httpx.post(url, json=body, timeout=30).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
 def test_frontend_and_worker_pods_form_one_stack(infra: dict[str, str], tmp_path: Path) -> None:
     launchers: list[Launcher] = []
     try:
@@ -77,13 +67,13 @@ def test_frontend_and_worker_pods_form_one_stack(infra: dict[str, str], tmp_path
         frontend = Launcher(args, tmp_path / "f1", env=infra)
         launchers.append(frontend)
         frontend.wait_ready()
-        poll_for(lambda: _chat_ok(port), 30, "the worker pod's model through the frontend pod")
+        poll_for(lambda: chat_ok(port), 30, "the worker pod's model through the frontend pod")
         assert frontend.stop() == 0
 
         again = Launcher(args, tmp_path / "f2", env=infra)  # the frontend pod restarts
         launchers.append(again)
         again.wait_ready()
-        poll_for(lambda: _chat_ok(port), 30, "serving again after the frontend restart")
+        poll_for(lambda: chat_ok(port), 30, "serving again after the frontend restart")
         assert [line for line in worker.err if "worker-0 pid=" in line and "started" in line]
         assert not worker.stderr_has("restart 1")  # the live worker was never dropped
         assert again.stop() == 0
