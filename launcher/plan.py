@@ -139,8 +139,11 @@ def port_slots(
     embedded_nats: bool,
     role: str = "all",
     system_port0: int | None = None,
+    nccl: bool = False,
 ) -> list[PortSlot]:
-    """The ports the plan needs. ``system_port0``: worker-0's DYN_SYSTEM_PORT from a pod's env."""
+    """The ports the plan needs. ``system_port0``: worker-0's DYN_SYSTEM_PORT from a pod's env.
+    ``nccl``: one torch.distributed rendezvous port per SGLang worker (``--nccl-port``); left to
+    SGLang, two workers on one host each pick a random port near 30000 and can collide."""
     slots: list[PortSlot] = []
     if embedded_etcd:
         slots.append(PortSlot("etcd.client", cfg.infra.etcd.port, "infra.etcd.port"))
@@ -155,6 +158,7 @@ def port_slots(
     if role not in ("all", "worker"):
         return slots
     kinds = ["system", "rpc"] + (["kv_events"] if uses_kv_events(cfg) else [])
+    kinds += ["nccl"] if nccl else []
     base = cfg.workers.port_base
     for i in range(cfg.workers.count):
         for j, kind in enumerate(kinds):
@@ -297,7 +301,7 @@ def _worker(
     name = f"worker-{index}"
     ports = {
         kind: host.ports[f"{name}.{kind}"]
-        for kind in ("system", "rpc", "kv_events")
+        for kind in ("system", "rpc", "kv_events", "nccl")
         if f"{name}.{kind}" in host.ports
     }
     wk, model = cfg.workers, cfg.model
@@ -309,6 +313,7 @@ def _worker(
         ]  # fmt: skip
         argv += ["--trust-remote-code"] if wk.trust_remote_code else []
         argv += ["--skip-tokenizer-init"] if wk.skip_tokenizer_init else []
+        argv += ["--nccl-port", str(ports["nccl"])] if "nccl" in ports else []
         if "kv_events" in ports:
             endpoint = f"tcp://127.0.0.1:{ports['kv_events']}"
             kv = {"publisher": "zmq", "topic": "kv-events", "endpoint": endpoint}

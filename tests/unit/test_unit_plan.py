@@ -44,10 +44,10 @@ def mocker_cfg(flags: dict[str, Any] | None = None) -> Config:
 
 
 def distinct_ports(
-    cfg: Config, *, embedded_etcd: bool = True, embedded_nats: bool = True
+    cfg: Config, *, embedded_etcd: bool = True, embedded_nats: bool = True, nccl: bool = False
 ) -> dict[str, int]:
     """Every slot a distinct port: fixed slots keep theirs, the others count up from 20000."""
-    slots = port_slots(cfg, embedded_etcd=embedded_etcd, embedded_nats=embedded_nats)
+    slots = port_slots(cfg, embedded_etcd=embedded_etcd, embedded_nats=embedded_nats, nccl=nccl)
     fixed = {s.fixed for s in slots if s.fixed is not None}
     out: dict[str, int] = {}
     nxt = 20000
@@ -372,10 +372,11 @@ def test_ports_distinct_and_system_port_in_range(
     flags = {**flags, "frontend": {**flags.get("frontend", {}), "http_port": free_port()}}
     cfg = sglang_cfg(flags) if backend == "sglang" else mocker_cfg(flags)
     gpu_ids = tuple(str(i) for i in range(cfg.workers.count * cfg.workers.tp))
+    own_etcd, own_nats, nccl = etcd is None, nats is None, backend == "sglang"
     if allocator == "table":
-        port_map = distinct_ports(cfg, embedded_etcd=etcd is None, embedded_nats=nats is None)
+        port_map = distinct_ports(cfg, embedded_etcd=own_etcd, embedded_nats=own_nats, nccl=nccl)
     else:
-        slots = port_slots(cfg, embedded_etcd=etcd is None, embedded_nats=nats is None)
+        slots = port_slots(cfg, embedded_etcd=own_etcd, embedded_nats=own_nats, nccl=nccl)
         port_map = ports.allocate(slots, seed="test-unit-plan", bind_hosts={}, reserve_for=None)
     plan = build_plan(
         cfg, backend, make_host(cfg, gpu_ids=gpu_ids, etcd=etcd, nats=nats, port_map=port_map)
@@ -388,6 +389,11 @@ def test_ports_distinct_and_system_port_in_range(
         assert system == spec.ports["system"]
         assert int(spec.env["DYN_TCP_RPC_PORT"]) == spec.ports["rpc"]
         assert spec.health_url == f"http://127.0.0.1:{system}/health"
+        if nccl:  # its own rendezvous port, so that two SGLang workers never race for one
+            at = spec.argv.index("--nccl-port")
+            assert int(spec.argv[at + 1]) == spec.ports["nccl"]
+        else:
+            assert "--nccl-port" not in spec.argv
 
 
 @pytest.mark.parametrize(
