@@ -5,10 +5,12 @@
 #           radix cache, then the same with --disable-radix-cache (the baseline); stop.
 #   faults  up sglang; SIGKILL the worker (fenced, restarted, serving again); SIGTERM the launcher:
 #           no SGLang process left, no GPU memory held.
-#   multi   2 workers x tp 1 on 2 GPUs: each worker's processes on its own GPU.
+#   multi   2 workers x tp $TP (default 1) on 2*TP GPUs: each worker's processes on its own GPUs.
+#   ttft    bench prefix on a 2.8 B random Llama (prefill costs tens of ms there), radix cache
+#           vs --disable-radix-cache, 3,500-token prefixes.
 # Results and logs go to $OUT (default /tmp/dynlaunch-gpu/out).
 set -u
-phase=${1:?usage: e2e.sh serve|faults|multi}
+phase=${1:?usage: e2e.sh serve|faults|multi|ttft}
 cd "$(dirname "$0")/../.."
 site=${GPU_SITE:-/tmp/dynlaunch-gpu/site}
 out=${OUT:-/tmp/dynlaunch-gpu/out}
@@ -103,18 +105,54 @@ faults)
   down faults
   ;;
 multi)
-  up multi --workers 2 --tp 1 --gpus 0,1 -- "${engine[@]}" || exit 1
-  chat false >"$out/chat-multi.json"; say "chat: $(head -c 200 "$out/chat-multi.json")"
+  tp=${TP:-1}; gpus=$(seq -s, 0 $((2 * tp - 1)))
+  extra=(); (( tp > 1 )) && extra=(--disable-custom-all-reduce)  # NCCL all-reduce; the trimmed kernel wheel is not tested for custom AR
+  up multi --workers 2 --tp "$tp" --gpus "$gpus" -- "${engine[@]}" "${extra[@]}" || exit 1
+  for i in 1 2 3 4 5 6; do chat false >"$out/chat-multi-$i.json"; done
+  say "chat: $(head -c 200 "$out/chat-multi-1.json")"
   dl status --state-dir /tmp/dynlaunch-gpu/state-multi >"$out/status-multi.txt"; cat "$out/status-multi.txt"
+  dl status --state-dir /tmp/dynlaunch-gpu/state-multi --json >"$out/status-multi.json"
   nvidia-smi --query-compute-apps=pid,gpu_uuid,used_memory --format=csv,noheader >"$out/gpu-multi.txt"
   nvidia-smi --query-gpu=index,uuid --format=csv,noheader >"$out/gpu-uuids.txt"
-  for w in 0 1; do
-    wp=$(dl status --state-dir /tmp/dynlaunch-gpu/state-multi --json | "$py" -c \
-      "import json,sys; print([c for c in json.load(sys.stdin)['children'] if c['name']=='worker-$w'][0]['pid'])")
-    tree=$(pgrep -g "$(ps -o pgid= -p "$wp" | tr -d ' ')" | tr '\n' '|')
-    say "worker-$w pid $wp group pids: $tree CUDA_VISIBLE_DEVICES=$(tr '\0' '\n' </proc/$wp/environ | grep ^CUDA_VISIBLE_DEVICES=)"
-  done
+  # which worker (by process group) holds which GPU, and how many requests each served
+  "$py" - "$out" >"$out/gpu-placement.txt" <<'PY'
+import json, os, sys, urllib.request
+out = sys.argv[1]
+index = {u.strip(): i.strip() for i, u in (l.split(",") for l in open(f"{out}/gpu-uuids.txt"))}
+children = json.load(open(f"{out}/status-multi.json"))["children"]
+group = {os.getpgid(c["pid"]): c for c in children if c["name"].startswith("worker-")}
+for line in open(f"{out}/gpu-multi.txt"):
+    pid, uuid, mem = (x.strip() for x in line.split(","))
+    c = group.get(os.getpgid(int(pid)))
+    env = dict(e.split("=", 1) for e in open(f"/proc/{pid}/environ").read().split("\0") if "=" in e)
+    print(f"pid {pid} ({open(f'/proc/{pid}/comm').read().strip()}) on GPU {index[uuid]} ({mem}): "
+          f"{c['name'] if c else 'NO WORKER'} CUDA_VISIBLE_DEVICES={env.get('CUDA_VISIBLE_DEVICES')}")
+for c in children:
+    if c["name"].startswith("worker-"):
+        text = urllib.request.urlopen(f"http://127.0.0.1:{c['ports']['system']}/metrics").read().decode()
+        hits = [l for l in text.splitlines() if l.startswith(("sglang:num_requests_total", "sglang:prompt_tokens_total"))]
+        print(c["name"], " | ".join(hits))
+PY
+  cat "$out/gpu-placement.txt" | tee -a "$out/$phase.log"
   down multi
+  ;;
+ttft)
+  model=/tmp/dynlaunch-gpu/llama-3b
+  t0=$SECONDS
+  [ -f "$model/config.json" ] || "$py" scripts/make_tiny_llama.py --shape 3b "$model" >/dev/null
+  say "3b model: $(du -sh "$model" | cut -f1), made in $((SECONDS - t0))s"
+  bench=(--url "$url" --model tiny-llama --prefix-tokens 3500 --requests 32 --max-tokens 8)
+  up ttft-radix -- "${engine[@]}" || exit 1
+  dl bench prefix "${bench[@]}" --json >"$out/bench-3b-radix.json"
+  dl bench prefix "${bench[@]}" >"$out/bench-3b-radix.txt"
+  worker_metrics ttft-radix >"$out/metrics-3b-radix.txt"
+  down ttft-radix
+  up ttft-noradix -- "${engine[@]}" --disable-radix-cache || exit 1
+  dl bench prefix "${bench[@]}" --json >"$out/bench-3b-noradix.json"
+  dl bench prefix "${bench[@]}" >"$out/bench-3b-noradix.txt"
+  worker_metrics ttft-noradix >"$out/metrics-3b-noradix.txt"
+  down ttft-noradix
+  cat "$out/bench-3b-radix.txt" "$out/bench-3b-noradix.txt"
   ;;
 esac
 # Only 8 files come back from a device call: pack the small logs into one.
