@@ -33,7 +33,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from launcher import layouts, natsjs
+from launcher import layouts
 from launcher.errors import ConfigError
 from launcher.etcd import Etcd
 from launcher.layouts import Entry, Reg, check_namespace
@@ -476,8 +476,8 @@ def gather(ns: str, where: Endpoints, etcd: Etcd | None = None) -> Snapshot:
     revision = 0
     revisions: dict[str, int] = {}
     if etcd is not None:
-        for prefix in layouts.etcd_prefixes(ns):
-            kvs, at = etcd.range_prefix(prefix)
+        prefixes = layouts.etcd_prefixes(ns)
+        for prefix, (kvs, at) in zip(prefixes, etcd.range_prefixes(prefixes), strict=True):
             entries += [Entry(kv.key, kv.value, kv.lease, kv.mod_revision) for kv in kvs]
             revisions[prefix] = at
             revision = at if prefix == "models/" else revision
@@ -488,13 +488,17 @@ def gather(ns: str, where: Endpoints, etcd: Etcd | None = None) -> Snapshot:
         holder = lock.value.decode(errors="replace") if lock is not None else None
     if where.discovery == "file":
         files = read_files(Path(where.file_kv or default_file_kv(os.environ)))
-    streams = tuple(natsjs.list_streams(where.nats)) if where.nats else None
+    streams: tuple[str, ...] | None = None
+    if where.nats:
+        from launcher import natsjs  # asyncio and nats-py: only when there is a NATS to ask
+
+        streams = tuple(natsjs.list_streams(where.nats))
     addrs: set[str] = set()
     regs = layouts.parse_keys(entries, ns)
     fpubs = layouts.publishers(files)
     for reg in [*regs, *(layouts.parse_file(e, ns, fpubs) for e in files)]:
         if reg is not None:
-            addrs |= set(reg.rpc) | set(reg.system)
+            addrs.update(reg.rpc, reg.system)
     return Snapshot(
         namespace=ns,
         entries=tuple(entries),
@@ -516,10 +520,12 @@ def apply(decision: Decision, where: Endpoints, etcd: Etcd | None = None) -> Non
     outlive it. A prefix goes in one transaction if nothing under it is newer than the snapshot;
     if something is, its keys go one by one below (each only if unchanged)."""
     if decision.delete_streams and where.nats:
+        from launcher import natsjs
+
         natsjs.delete_streams(where.nats, decision.delete_streams)
     if etcd is not None:
-        # One by one: a pool of threads over one httpx client revoked 1,000 leases only ~25%
-        # faster (2 cores, etcd 3.4), and 32 threads once failed with EBADF inside httpx.
+        # One by one: a pool of threads over one httpx client (etcd.py then) revoked 1,000 leases
+        # only ~25% faster (2 cores, etcd 3.4), and 32 threads once failed with EBADF in httpx.
         for lease in decision.revoke:
             etcd.lease_revoke(lease)
         cleared = tuple(

@@ -8,21 +8,21 @@ import os
 import sys
 import uuid
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from launcher import __version__, control, ports, probes
+from launcher import __version__
 from launcher.cli_clear import clear_namespace
 from launcher.cli_render import render_app
-from launcher.config import Config, load_config
-from launcher.coordination import Coordination
 from launcher.errors import EXIT_USAGE, ConfigError, DynlaunchError, StartupError
-from launcher.resolve import check_binaries, ensure_tiny_model, for_role, resolve_plan
-from launcher.stack import Hooks, Stack
-from launcher.statedir import StateDir
-from launcher.status_view import render_status
-from launcher.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from launcher.config import Config
+
+# Each command imports what it uses in its body, so that one command does not pay for the
+# others' modules: the config's pydantic models, httpx (probes), the planner and the supervisor
+# took ~0.3 s to import, before any command ran.
 
 log = logging.getLogger("launcher")
 
@@ -115,6 +115,8 @@ def _overrides(given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
 
 
 def _config(backend: str, config: str | None, given: dict[str, Any]) -> Config:
+    from launcher.config import load_config
+
     flags, names = _overrides(given)
     return load_config(backend, path=config, environ=os.environ, flags=flags, flag_names=names)
 
@@ -167,6 +169,8 @@ def plan(
       dynlaunch plan mocker --workers 2 --json\n
       dynlaunch plan sglang -c configs/sglang.yaml --gpus 0,1,2,3 --workers 2 --tp 2
     """
+    from launcher.resolve import for_role, resolve_plan
+
     given = {k: v for k, v in locals().items() if k in FLAG_KEYS}
     cfg = for_role(_config(backend, config, given), role, os.environ)
     the_plan = resolve_plan(backend, cfg, os.environ, reserve_for=None, role=role)
@@ -213,6 +217,13 @@ def up(
       dynlaunch up sglang -c configs/sglang.yaml -- --max-total-tokens 32768\n
       dynlaunch up sglang --role worker -c /etc/dynlaunch/config.yaml   (in a worker pod)
     """
+    from launcher import ports
+    from launcher.coordination import Coordination
+    from launcher.resolve import check_binaries, ensure_tiny_model, for_role, resolve_plan
+    from launcher.stack import Hooks, Stack
+    from launcher.statedir import StateDir
+    from launcher.supervisor import Supervisor
+
     given = {k: v for k, v in locals().items() if k in FLAG_KEYS}
     cfg = for_role(_config(backend, config, given), role, os.environ)
     ensure_tiny_model(cfg, backend, os.environ)
@@ -262,6 +273,9 @@ def status(
       dynlaunch status\n
       dynlaunch status --namespace sglang --json
     """
+    from launcher import control
+    from launcher.status_view import render_status
+
     report = control.status(control.find(state_dir, namespace, os.environ))
     if as_json:
         typer.echo(json.dumps(report, indent=2))
@@ -283,6 +297,8 @@ def down(
       dynlaunch down\n
       dynlaunch down --namespace sglang
     """
+    from launcher import control
+
     info = control.find(state_dir, namespace, os.environ)
     budget = timeout if timeout is not None else float(info.get("stop_budget_s", 60.0))
     if not control.stop(info, budget):
@@ -305,6 +321,8 @@ def health(
       dynlaunch health\n
       dynlaunch health --url http://127.0.0.1:8000 --model tiny
     """
+    from launcher import control, probes
+
     if url is None or model is None:
         info = control.find(state_dir, namespace, os.environ)
         url, model = url or str(info["url"]), model or str(info["model"])
@@ -399,6 +417,8 @@ def bench_prefix(
 
 
 def _only_model(url: str) -> str:
+    from launcher import probes
+
     listed = probes.models(url.rstrip("/"))
     if len(listed) != 1:
         found = ", ".join(listed) or "none (is the stack up?)"

@@ -7,15 +7,14 @@ import os
 from collections.abc import Mapping
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from launcher.clearns import KINDS, Decision, Endpoints, default_file_kv, run
-from launcher.control import read_info
 from launcher.errors import ConfigError
-from launcher.layouts import check_namespace
-from launcher.resolve import default_state_dir
+
+if TYPE_CHECKING:
+    from launcher.clearns import Decision, Endpoints
 
 NamespaceOpt = Annotated[
     str, typer.Option("--namespace", help="The Dynamo namespace (letters, digits, - and _).")
@@ -64,7 +63,10 @@ def endpoints(
     state_dir: str | None,
 ) -> Endpoints:
     """Flags, then Dynamo's variables, then a running `dynlaunch up` of this namespace."""
-    info = read_info(Path(state_dir or default_state_dir(namespace, environ))) or {}
+    from launcher.clearns import Endpoints, default_file_kv
+    from launcher.control import read_info, states_root
+
+    info = read_info(Path(state_dir) if state_dir else states_root(environ) / namespace) or {}
     kind = discovery or environ.get("DYN_DISCOVERY_BACKEND") or "etcd"
     if kind not in ("etcd", "file"):
         raise ConfigError(f"DYN_DISCOVERY_BACKEND={kind!r}: clear-namespace knows etcd and file")
@@ -88,6 +90,8 @@ def _str(value: object) -> str | None:
 
 
 def render(decision: Decision, where: Endpoints, dry_run: bool) -> str:
+    from launcher.clearns import KINDS
+
     store = where.etcd if where.discovery == "etcd" else f"file store {where.file_kv}"
     head = f"namespace {decision.namespace} ({store}{', NATS ' + where.nats if where.nats else ''})"
     verb = "would remove" if dry_run else "removed"
@@ -156,6 +160,9 @@ def clear_namespace(
       dynlaunch clear-namespace --namespace dynamo --discovery file --file-kv /tmp/dynamo_store_kv
       dynlaunch clear-namespace --namespace sglang --all --yes --json
     """
+    from launcher.clearns import run
+    from launcher.layouts import check_namespace
+
     check_namespace(namespace)
     where = endpoints(
         namespace, os.environ, etcd=etcd, nats=nats, file_kv=file_kv, state_dir=state_dir,

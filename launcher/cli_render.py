@@ -9,8 +9,6 @@ from typing import Annotated, Any
 
 import typer
 
-from launcher import k8s
-from launcher.config import load_config
 from launcher.errors import ConfigError
 
 render_app = typer.Typer(
@@ -102,6 +100,9 @@ def render_k8s(
       dynlaunch render k8s -c configs/sglang-p5.yaml --image REGISTRY/dynlaunch:0.5.0\n
       dynlaunch render k8s -c configs/sglang.yaml --plain --dynamo-version 0.5.0
     """
+    from launcher import k8s  # pydantic and the planner: only for this command
+    from launcher.config import load_config
+
     given = {k: v for k, v in locals().items() if k in FLAG_KEYS}
     flags, names = _flags(given)
     cfg = load_config("sglang", path=config, environ=os.environ, flags=flags, flag_names=names)

@@ -9,7 +9,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from launcher import probes
 from launcher.deadman import alive
 from launcher.errors import DynlaunchError
 
@@ -60,6 +59,8 @@ def find(
 
 def status(info: Mapping[str, Any]) -> dict[str, Any]:
     """Children (status.json), the frontend's health and models, the namespace's registrations."""
+    from launcher import probes  # httpx: imported here, `clear-namespace` only calls read_info
+
     try:
         data = json.loads((Path(info["state_dir"]) / "status.json").read_text())
     except (OSError, ValueError):
@@ -91,6 +92,8 @@ def status(info: Mapping[str, Any]) -> dict[str, Any]:
 
 def registrations(etcd: str, namespace: str) -> dict[str, int | None]:
     """How many keys of each Dynamo 1.x kind the namespace has in etcd (None: etcd unreachable)."""
+    from launcher import probes
+
     prefixes = {
         "instances": f"v1/instances/{namespace}/",
         "model_cards": f"v1/mdc/{namespace}/",

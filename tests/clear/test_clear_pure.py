@@ -10,7 +10,7 @@ from clearkit import worker_1x
 
 from launcher.clearns import Item, LeaseFacts, Probe, Snapshot, decide
 from launcher.errors import ConfigError
-from launcher.layouts import Entry, namespace_stream, slugify
+from launcher.layouts import Entry, addresses, namespace_stream, slugify
 
 A, B, C = 0x390DA21B1A92F613, 0x390DA21B1A92F61A, 0x390DA21B1A92F700
 
@@ -257,3 +257,17 @@ def test_json_report_has_every_kind() -> None:
         "instances", "model cards", "event channels", "routers", "leases", "streams",
         "object stores", "files",
     }  # fmt: skip
+
+
+def test_addresses_are_string_members_of_objects_at_any_depth() -> None:
+    card = "http://10.0.0.5:9090/v1/metadata/ns/backend/generate/tiny/_base/config.json"
+    value = {
+        "transport": {"tcp": "10.0.0.5:4000/abc/generate"},
+        "card_json": {"model_info": {"hf_config_json": {"path": card}}},
+        "more": [{"tcp": "10.0.0.6:4001/x"}, [{"deep": "https://h:1/v1/metadata/"}]],
+        "tcp": "no-port-here",  # not an address: no ":"
+        "listed": ["http://10.0.0.9:1/v1/metadata/x", {"tcp": 5}],  # strings in arrays: no
+        "other": "http://10.0.0.7:1/v1/models",  # not a system port URL
+    }
+    assert addresses(value) == (("10.0.0.5:4000", "10.0.0.6:4001"), ("10.0.0.5:9090", "h:1"))
+    assert addresses(None) == addresses("10.0.0.5:1") == addresses([]) == ((), ())
