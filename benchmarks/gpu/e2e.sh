@@ -52,7 +52,8 @@ down() {  # SIGTERM the launcher, wait, record what is left
   kill -TERM $launcher; wait $launcher; local rc=$?
   say "$name: launcher exited $rc after $((SECONDS - t0))s"
   sleep 1
-  say "$name: sglang/dynamo processes left: $(pgrep -fc 'sglang|dynamo\.|etcd|nats-server' || true)"
+  pgrep -fa 'sglang|dynamo\.|etcd|nats-server' >"$out/$name-left.txt"
+  say "$name: sglang/dynamo processes left: $(grep -c . "$out/$name-left.txt")"
   nvidia-smi --query-compute-apps=pid,process_name,used_memory --format=csv,noheader >"$out/$name-gpu-after.txt"
   say "$name: GPU compute processes after stop: $(grep -c . "$out/$name-gpu-after.txt" || true)"
 }
