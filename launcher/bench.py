@@ -1,7 +1,8 @@
 """`dynlaunch bench prefix`: does the server's prefix cache make shared-prefix requests faster?
 
 Groups of requests share one long system prompt (the first of a group is "cold", the rest "warm");
-as many "control" requests share nothing. Every request streams; we record time to first token,
+as many "control" requests share nothing; one untimed warm-up request of the same length goes
+first. Every request streams; we record time to first token,
 end-to-end latency and the cached prompt tokens the server reports. The summary is pure.
 """
 
@@ -184,6 +185,10 @@ def run(
     count = max(1, round(prefix_tokens / per_word))
     groups = max(2, requests // 8)
     cold, rest = schedule(requests, groups)
+    # One untimed request as long as the others, sharing nothing with them: the first long
+    # prompt a server sees pays one-time costs (kernel builds for new shapes) that would
+    # otherwise land on the first "cold" sample.
+    bench.send(Request("warm-up", -1, "Warm-up: what comes next?"), words(count, seed=-1))
     before = bench.metrics()
     samples: list[Sample] = []
     with ThreadPoolExecutor(max_workers=concurrency) as pool:

@@ -28,7 +28,7 @@ from launcher.config import Config
 from launcher.errors import StartupError
 from launcher.lifecycle import Policy, RestartRules
 from launcher.plan import ROLES_START_ORDER, Plan
-from launcher.supervisor import Child, Supervisor, describe_status
+from launcher.supervisor import Child, Supervisor, become_subreaper, describe_status
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05  # readiness probes while starting
@@ -118,6 +118,7 @@ class Stack:
         previous_fd = signal.set_wakeup_fd(wake_w)
         previous = {s: signal.signal(s, self._on_signal) for s in HANDLED_SIGNALS}
         previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, _ignore)
+        become_subreaper()
         code = 0
         try:
             try:
@@ -299,7 +300,7 @@ class Stack:
             for child in group:
                 if child.status is not None and child.pid is not None:
                     log.info("%s pid=%d: stopped (%s)", child.name, child.pid,
-                             describe_status(child.status))  # fmt: skip
+                             describe_status(child.status, stopping=True))  # fmt: skip
         killed |= self.sup.sweep() > 0
         self.hooks.on_change(self.children)
         return killed

@@ -3,12 +3,14 @@
 Every child runs in its own session (so its process group is its own), with the run's tag
 ``DYNLAUNCH_RUN_ID`` in its environment. Stopping a child signals its whole group; a final sweep
 finds descendants that left the group (SGLang's scheduler may call setsid) by that tag.
-Reaping is ``waitpid(-1)``: it also collects orphans handed to us when we run as PID 1.
+Reaping is ``waitpid(-1)``: it also collects the orphans handed to us, as PID 1 or as the
+subreaper `dynlaunch up` makes itself (`become_subreaper`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import logging
 import os
 import signal
@@ -26,12 +28,26 @@ from launcher.plan import ProcessSpec
 log = logging.getLogger(__name__)
 
 
-def describe_status(status: int) -> str:
-    """A wait status in words: 'exited with code 1', 'killed by SIGKILL'."""
+PR_SET_CHILD_SUBREAPER = 36  # linux/prctl.h
+
+
+def become_subreaper() -> bool:
+    """Adopt our orphaned descendants (Linux): when a worker's main process dies first (SGLang
+    ends its own tree with SIGKILL), its scheduler and detokenizer are re-parented to us instead
+    of PID 1, so we reap them and no zombie of the run outlives it. True when it took effect."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
+
+
+def describe_status(status: int, stopping: bool = False) -> str:
+    """A wait status in words: 'exited with code 1', 'killed by SIGKILL'. ``stopping``: we had
+    asked it to stop, so a SIGKILL is no hint of the OOM killer."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         name = signal.Signals(sig).name if sig in signal.Signals.__members__.values() else str(sig)
-        hint = " (out of memory?)" if sig == signal.SIGKILL else ""
+        hint = " (out of memory?)" if sig == signal.SIGKILL and not stopping else ""
         return f"killed by {name}{hint}"
     return f"exited with code {os.waitstatus_to_exitcode(status)}"
 
@@ -166,7 +182,7 @@ class Supervisor:
         kill_all(strays, signal.SIGKILL)
         if strays:
             time.sleep(0.1)
-            self.reap()
+        self.reap()  # and the zombies of group members killed earlier, adopted as a subreaper
         return len(strays)
 
     def start_deadman(self) -> subprocess.Popen[bytes]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
+import subprocess
 import sys
 import time
 import uuid
@@ -52,3 +54,25 @@ def test_grandchild_that_called_setsid_is_gone_after_stop(tmp_path: Path) -> Non
     while grandchild in tagged_pids(sup.run_id) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert tagged_pids(sup.run_id) == []
+
+
+def _drive(mode: str) -> dict[str, int | bool]:
+    done = subprocess.run(
+        [sys.executable, str(CHILDREN / "subreaper_driver.py"), mode],
+        capture_output=True, text=True, timeout=30, check=True,
+    )  # fmt: skip
+    result: dict[str, int | bool] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def test_orphaned_grandchild_is_adopted_and_reaped_by_a_subreaper() -> None:
+    got = _drive("subreaper")
+    assert got["ppid"] == got["pid"]  # re-parented to the supervisor, not to PID 1
+    assert got["swept"] == 1
+    assert got["gone"]  # killed by the sweep and reaped by us: no zombie left behind
+
+
+def test_without_the_subreaper_the_orphan_goes_elsewhere() -> None:
+    """The control: the same run without become_subreaper() does not adopt the orphan."""
+    got = _drive("plain")
+    assert got["ppid"] != got["pid"]
