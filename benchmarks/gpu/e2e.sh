@@ -6,8 +6,8 @@
 #   faults  up sglang; SIGKILL the worker (fenced, restarted, serving again); SIGTERM the launcher:
 #           no SGLang process left, no GPU memory held.
 #   multi   2 workers x tp $TP (default 1) on 2*TP GPUs: each worker's processes on its own GPUs.
-#   ttft    bench prefix on a 2.8 B random Llama (prefill costs tens of ms there), radix cache
-#           vs --disable-radix-cache, 3,500-token prefixes.
+#   ttft    bench prefix on a 2.8 B random Llama (a 12k-token prefill takes a good part of TTFT
+#           there), radix cache vs --disable-radix-cache.
 # Results and logs go to $OUT (default /tmp/dynlaunch-gpu/out).
 set -u
 phase=${1:?usage: e2e.sh serve|faults|multi|ttft}
@@ -142,7 +142,9 @@ ttft)
   t0=$SECONDS
   [ -f "$model/config.json" ] || "$py" scripts/make_tiny_llama.py --shape 3b "$model" >/dev/null
   say "3b model: $(du -sh "$model" | cut -f1), made in $((SECONDS - t0))s"
-  bench=(--url "$url" --model tiny-llama --prefix-tokens 3500 --requests 32 --max-tokens 8)
+  bench=(--url "$url" --model tiny-llama --prefix-tokens 12000 --requests 24 --max-tokens 8)
+  # room in the KV cache for every prefix of the run (33 x 12k tokens), so no group is evicted
+  engine=("${engine[@]/0.3/0.7}")
   up ttft-radix -- "${engine[@]}" || exit 1
   dl bench prefix "${bench[@]}" --json >"$out/bench-3b-radix.json"
   dl bench prefix "${bench[@]}" >"$out/bench-3b-radix.txt"
