@@ -47,7 +47,7 @@ class Sample:
     error: str | None = None
 
 
-def words(count: int, seed: int) -> str:
+def words(count: int, seed: int | str) -> str:
     rng = random.Random(seed)
     return " ".join("".join(rng.choice(SYLLABLES) for _ in range(3)) for _ in range(count))
 
@@ -178,9 +178,11 @@ class Bench:
 
 
 def run(
-    bench: Bench, *, prefix_tokens: int, requests: int, concurrency: int
+    bench: Bench, *, prefix_tokens: int, requests: int, concurrency: int, seed: int
 ) -> tuple[list[Sample], dict[str, Any]]:
-    """All samples and the summary, with the server counters' change over the run."""
+    """All samples and the summary, with the server counters' change over the run. ``seed``
+    salts every prompt: a second run with another seed finds nothing of the first in the cache
+    (with the same seed, every request of a repeat is a cache hit, cold and control included)."""
     per_word = bench.prompt_tokens(words(200, seed=7)) / 200
     count = max(1, round(prefix_tokens / per_word))
     groups = max(2, requests // 8)
@@ -188,16 +190,17 @@ def run(
     # One untimed request as long as the others, sharing nothing with them: the first long
     # prompt a server sees pays one-time costs (kernel builds for new shapes) that would
     # otherwise land on the first "cold" sample.
-    bench.send(Request("warm-up", -1, "Warm-up: what comes next?"), words(count, seed=-1))
+    bench.send(Request("warm-up", -1, "Warm-up: what comes next?"), words(count, f"{seed}/-1"))
     before = bench.metrics()
     samples: list[Sample] = []
     with ThreadPoolExecutor(max_workers=concurrency) as pool:
         for phase in (cold, rest):
-            samples += pool.map(lambda r: bench.send(r, words(count, seed=r.prefix)), phase)
+            samples += pool.map(lambda r: bench.send(r, words(count, f"{seed}/{r.prefix}")), phase)
     after = bench.metrics()
     summary = summarize(samples)
     summary["server"] = {k: after[k] - before.get(k, 0.0) for k in after}
     summary["prefix_words"] = count
+    summary["seed"] = seed
     return samples, summary
 
 

@@ -19,7 +19,7 @@ def _x(ratio: float | None) -> str:
 def render(summary: dict[str, Any], url: str, model: str) -> str:
     lines = [
         f"prefix-cache benchmark: {url} model {model!r}, "
-        f"system prompt ~{summary['prefix_words']} words",
+        f"system prompt ~{summary['prefix_words']} words, seed {summary.get('seed', '-')}",
         "",
         f"{'kind':<8} {'n':>4} {'TTFT p50 ms':>12} {'TTFT p95 ms':>12} "
         f"{'latency p50 ms':>15} {'latency p95 ms':>15}",

@@ -378,6 +378,14 @@ def bench_prefix(
     ] = 32,
     concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 1,
     max_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate per request.")] = 32,
+    seed: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="Salt of the prompts (default: random, so that a repeated run does not find "
+            "its prompts cached by the last one; the same seed repeats a run's prompts).",
+        ),
+    ] = None,
     as_json: Annotated[
         bool, typer.Option("--json", help="Raw samples and summary as JSON.")
     ] = False,
@@ -392,6 +400,8 @@ def bench_prefix(
       dynlaunch bench prefix\n
       dynlaunch bench prefix --url http://127.0.0.1:8000 --prefix-tokens 3500 --json > out.json
     """
+    import random
+
     from launcher import bench, bench_view
 
     if plot_file is not None:
@@ -402,8 +412,13 @@ def bench_prefix(
     chosen = model or _only_model(url)
     runner = bench.Bench(url, chosen, max_tokens)
     try:
+        salt = seed if seed is not None else random.SystemRandom().randrange(1 << 31)
         samples, summary = bench.run(
-            runner, prefix_tokens=prefix_tokens, requests=requests, concurrency=concurrency
+            runner,
+            prefix_tokens=prefix_tokens,
+            requests=requests,
+            concurrency=concurrency,
+            seed=salt,
         )
     except RuntimeError as err:
         raise StartupError(f"{url}: {err}") from None

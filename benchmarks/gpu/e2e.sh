@@ -63,6 +63,14 @@ chat() {  # chat STREAM(true|false) -> prints the response
     -d "{\"model\":\"tiny-llama\",\"messages\":[{\"role\":\"user\",\"content\":\"Hello! Count to five.\"}],\"max_tokens\":16,\"stream\":$1}"
 }
 
+bench() {  # bench NAME [args]: one bench prefix run (fresh prompts) as JSON, and its table
+  local name=$1; shift
+  dl bench prefix "$@" --json >"$out/bench-$name.json"
+  "$py" -c 'import json, sys; from launcher import bench_view
+print(bench_view.render(json.load(open(sys.argv[1]))["summary"], sys.argv[2], "tiny-llama"))' \
+    "$out/bench-$name.json" "$url" >"$out/bench-$name.txt"
+}
+
 worker_metrics() {  # SGLang's prefix-cache metrics on the worker's system port
   local sys
   sys=$(dl status --state-dir "/tmp/dynlaunch-gpu/state-$1" --json | "$py" -c \
@@ -76,13 +84,11 @@ serve)
   up radix -- "${engine[@]}" || exit 1
   chat false >"$out/chat-nonstream.json"; say "non-streamed: $(head -c 400 "$out/chat-nonstream.json")"
   chat true >"$out/chat-stream.txt"; say "streamed: $(grep -c '^data: ' "$out/chat-stream.txt") SSE events, last: $(tail -2 "$out/chat-stream.txt" | head -1)"
-  dl bench prefix --url "$url" --model tiny-llama --prefix-tokens 2048 --requests 32 --json >"$out/bench-radix.json"
-  dl bench prefix --url "$url" --model tiny-llama --prefix-tokens 2048 --requests 32 >"$out/bench-radix.txt"
+  bench radix --url "$url" --model tiny-llama --prefix-tokens 2048 --requests 32
   worker_metrics radix >"$out/metrics-radix.txt"
   down radix
   up noradix -- "${engine[@]}" --disable-radix-cache || exit 1
-  dl bench prefix --url "$url" --model tiny-llama --prefix-tokens 2048 --requests 32 --json >"$out/bench-noradix.json"
-  dl bench prefix --url "$url" --model tiny-llama --prefix-tokens 2048 --requests 32 >"$out/bench-noradix.txt"
+  bench noradix --url "$url" --model tiny-llama --prefix-tokens 2048 --requests 32
   worker_metrics noradix >"$out/metrics-noradix.txt"
   down noradix
   cat "$out/bench-radix.txt" "$out/bench-noradix.txt"
@@ -142,17 +148,15 @@ ttft)
   t0=$SECONDS
   [ -f "$model/config.json" ] || "$py" scripts/make_tiny_llama.py --shape 3b "$model" >/dev/null
   say "3b model: $(du -sh "$model" | cut -f1), made in $((SECONDS - t0))s"
-  bench=(--url "$url" --model tiny-llama --prefix-tokens 12000 --requests 24 --max-tokens 8)
+  args=(--url "$url" --model tiny-llama --prefix-tokens 12000 --requests 24 --max-tokens 8)
   # room in the KV cache for every prefix of the run (33 x 12k tokens), so no group is evicted
   engine=("${engine[@]/0.3/0.7}")
   up ttft-radix -- "${engine[@]}" || exit 1
-  dl bench prefix "${bench[@]}" --json >"$out/bench-3b-radix.json"
-  dl bench prefix "${bench[@]}" >"$out/bench-3b-radix.txt"
+  bench 3b-radix "${args[@]}"
   worker_metrics ttft-radix >"$out/metrics-3b-radix.txt"
   down ttft-radix
   up ttft-noradix -- "${engine[@]}" --disable-radix-cache || exit 1
-  dl bench prefix "${bench[@]}" --json >"$out/bench-3b-noradix.json"
-  dl bench prefix "${bench[@]}" >"$out/bench-3b-noradix.txt"
+  bench 3b-noradix "${args[@]}"
   worker_metrics ttft-noradix >"$out/metrics-3b-noradix.txt"
   down ttft-noradix
   cat "$out/bench-3b-radix.txt" "$out/bench-3b-noradix.txt"

@@ -39,5 +39,13 @@ def test_bench_prefix_against_the_mocker(tmp_path: Path) -> None:
         assert summary["cold_over_warm_ttft_ratio"] > 1
         assert summary["warm"]["ttft_p50_s"] < summary["control"]["ttft_p50_s"]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        # The same seed again repeats every prompt: now the control prompts are in the cache
+        # too (why the seed is random by default).
+        again = [*argv[: argv.index("--plot")], "--seed", str(summary["seed"])]
+        out = subprocess.run(again, capture_output=True, text=True, timeout=300, cwd=REPO)
+        assert out.returncode == 0, out.stderr
+        repeat = json.loads(out.stdout)["summary"]
+        assert repeat["seed"] == summary["seed"]
+        assert repeat["control"]["ttft_p50_s"] < summary["control"]["ttft_p50_s"]
     finally:
         assert launcher.stop() == 0
