@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from launcher.deadman import alive
-from launcher.errors import DynlaunchError
+from launcher.errors import DynlaunchError, StartupError
 
 EXIT_NOT_RUNNING = 1
 
@@ -92,7 +92,7 @@ def status(info: Mapping[str, Any]) -> dict[str, Any]:
 
 def registrations(etcd: str, namespace: str) -> dict[str, int | None]:
     """How many keys of each Dynamo 1.x kind the namespace has in etcd (None: etcd unreachable)."""
-    from launcher import probes
+    from launcher.etcd import Etcd, Timeout
 
     prefixes = {
         "instances": f"v1/instances/{namespace}/",
@@ -100,7 +100,11 @@ def registrations(etcd: str, namespace: str) -> dict[str, int | None]:
         "event_channels": f"v1/event_channels/namespace/{namespace}/",
         "event_sources": f"v1/event_sources/namespace/{namespace}/",
     }
-    return {kind: probes.etcd_count(etcd, prefix) for kind, prefix in prefixes.items()}
+    try:
+        with Etcd(etcd, Timeout(connect=1.0, read=2.0)) as client:  # a probe's short timeouts
+            return {kind: client.count_prefix(prefix) for kind, prefix in prefixes.items()}
+    except StartupError:
+        return dict.fromkeys(prefixes)
 
 
 def stop(info: Mapping[str, Any], timeout: float) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import socket
 from urllib.parse import urlsplit
 
@@ -71,23 +70,3 @@ def one_token_completion(base_url: str, model: str) -> bool:
         return resp.status_code == 200 and bool(resp.json().get("choices"))
     except (httpx.HTTPError, ValueError, AttributeError):
         return False
-
-
-def etcd_count(endpoints: str, prefix: str) -> int | None:
-    """Keys under ``prefix`` (through etcd's JSON gateway), or None when etcd does not answer."""
-    end = prefix[:-1] + chr(ord(prefix[-1]) + 1)
-    body = {"key": _b64(prefix), "range_end": _b64(end), "count_only": True}
-    for endpoint in endpoints.split(","):
-        try:
-            resp = httpx.post(
-                f"{endpoint.strip().rstrip('/')}/v3/kv/range", json=body, timeout=TIMEOUT
-            )
-            if resp.status_code == 200:
-                return int(resp.json().get("count", 0))
-        except (httpx.HTTPError, ValueError):
-            continue
-    return None
-
-
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()

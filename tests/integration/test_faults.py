@@ -162,9 +162,11 @@ def test_worker_sigkill_under_load_fails_no_request(
         [sys.executable, "-m", "launcher", "status", "--state-dir", str(launcher.state_dir),
          "--json"], capture_output=True, text=True, check=True, cwd=REPO,
     )  # fmt: skip
-    workers = {c["name"]: c for c in json.loads(status.stdout)["children"]}
+    report = json.loads(status.stdout)
+    workers = {c["name"]: c for c in report["children"]}
     assert workers["worker-0"]["restarts"] == 1
     assert workers["worker-0"]["state"] == "running"
+    assert report["registrations"]["model_cards"] >= 1  # counted in the run's etcd
     assert launcher.stop() == 0
 
 
