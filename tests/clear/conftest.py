@@ -100,3 +100,12 @@ def ns() -> str:
 def tmp_state(tmp_path: Path) -> Path:
     """A state dir with no running launcher: the CLI must not find endpoints there."""
     return tmp_path / "state"
+
+
+@pytest.fixture
+def leases(etcd: Etcd) -> Iterator[list[int]]:
+    """Leases a test grants (60 s, longer than any test); revoked at teardown."""
+    granted: list[int] = []
+    yield granted
+    for lease in granted:
+        etcd.lease_revoke(lease)

@@ -50,14 +50,6 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
     return seen
 
 
-@pytest.fixture
-def leases(etcd: Etcd) -> Iterator[list[int]]:
-    granted: list[int] = []
-    yield granted
-    for lease in granted:
-        etcd.lease_revoke(lease)
-
-
 class Scene:
     """A namespace with stale keys, and neighbours with stale keys of their own (which stay)."""
 

@@ -7,7 +7,6 @@ import json
 import os
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
@@ -28,15 +27,6 @@ from launcher.errors import ConfigError, StartupError
 from launcher.etcd import Etcd, prefix_end
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def leases(etcd: Etcd) -> Iterator[list[int]]:
-    """Leases a test grants (60 s, longer than any test); revoked at teardown."""
-    granted: list[int] = []
-    yield granted
-    for lease in granted:
-        etcd.lease_revoke(lease)
 
 
 def grant(etcd: Etcd, leases: list[int], ttl: int = 60) -> int:
