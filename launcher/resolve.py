@@ -10,6 +10,7 @@ from pathlib import Path
 
 from launcher import gpus, ports, tinymodel, versions
 from launcher.config import Config, check_model_path, tiny_model_dir
+from launcher.control import states_root
 from launcher.errors import ConfigError, StartupError
 from launcher.plan import Host, Plan, build_plan, external_infra, port_slots
 
@@ -24,13 +25,6 @@ def find_binary(name: str, environ: Mapping[str, str]) -> str:
     """The binary's full path (Debian puts nats-server in /usr/sbin, off most users' PATH)."""
     search = os.pathsep.join([environ.get("PATH", os.defpath), "/usr/sbin", "/sbin"])
     return shutil.which(name, path=search) or name
-
-
-def default_state_dir(namespace: str, environ: Mapping[str, str]) -> str:
-    base = environ.get("XDG_STATE_HOME") or os.path.join(
-        environ.get("HOME", "/tmp"), ".local", "state"
-    )
-    return os.path.join(base, "dynlaunch", namespace)
 
 
 def dynamo_version(cfg: Config, python: str) -> str:
@@ -105,7 +99,7 @@ def resolve_plan(
         gpu_source=source,
         ports=allocated,
         state_dir=cfg.state_dir
-        or default_state_dir(cfg.namespace + ("" if role == "all" else f"-{role}"), environ),
+        or str(states_root(environ) / (cfg.namespace + ("" if role == "all" else f"-{role}"))),
         etcd_endpoints=etcd,
         nats_url=nats,
         etcd_binary=find_binary(cfg.infra.etcd.binary, environ),
