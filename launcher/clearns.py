@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import errno
 import ipaddress
+import logging
 import os
 import socket
 import time
@@ -33,7 +34,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from launcher import layouts
+from launcher import layouts, procid
 from launcher.errors import ConfigError
 from launcher.etcd import Etcd
 from launcher.layouts import Entry, Reg, check_namespace
@@ -41,6 +42,7 @@ from launcher.layouts import Entry, Reg, check_namespace
 FILE_STALE_S = 10.0  # Dynamo's file store expires an entry not refreshed for ~10 s
 PROBE_TIMEOUT_S = 0.5
 LOCK_PREFIX = "dynlaunch/locks/"
+log = logging.getLogger(__name__)
 KINDS = (
     "instances",
     "model cards",
@@ -621,13 +623,52 @@ def revoke(etcd_url: str, lease: int) -> bool:
         return etcd.lease_revoke(lease)
 
 
+def lock_holder(run_id: str) -> str:
+    """This launcher as its namespace lock names it: host, pid, start time, pid namespace, run."""
+    me = procid.me()
+    return (
+        f"{socket.gethostname()} pid {me['pid']} start {me['start']} "
+        f"pidns {procid.pid_namespace()} run {run_id}"
+    )
+
+
+def holder_is_dead(holder: str) -> bool:
+    """True only for a holder on this host (and pid namespace) whose process is gone or whose
+    pid now belongs to another process; a holder elsewhere, or one we cannot read, is alive."""
+    host, *rest = holder.split() or [""]
+    fields = dict(zip(rest[::2], rest[1::2], strict=False))
+    pid = fields.get("pid", "")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    if fields.get("pidns", procid.pid_namespace()) != procid.pid_namespace():
+        return False  # a container sharing the hostname: its pids are not ours to look up
+    start = fields.get("start")
+    if start is None or not start.isdigit():  # a lock written before start times: pid only
+        return procid.start_time(int(pid)) is None
+    return not procid.same_process(int(pid), int(start))
+
+
 def acquire_lock(etcd_url: str, namespace: str, holder: str, ttl: int) -> int:
     """Claim ``dynlaunch/locks/<namespace>`` on a fresh lease (put-if-absent) and return the
-    lease; refresh it with `keep_lock` well within ``ttl``, end it with `release_lock`."""
+    lease; refresh it with `keep_lock` well within ``ttl``, end it with `release_lock`. A lock
+    left by a dead launcher of this host (SIGKILLed: its lease lives on for ``ttl``) is taken
+    over at once; a live holder's is refused (exit 2, naming it)."""
     check_namespace(namespace)
+    key = LOCK_PREFIX + namespace
     with Etcd(etcd_url) as etcd:
         lease = etcd.lease_grant(ttl)
-        existing = etcd.put_if_absent(LOCK_PREFIX + namespace, holder, lease)
+        existing = etcd.put_if_absent(key, holder, lease)
+        if existing is not None and holder_is_dead(
+            other := existing.value.decode(errors="replace")
+        ):
+            if existing.lease:
+                etcd.lease_revoke(existing.lease)
+            else:
+                etcd.delete_if_unchanged(key, existing.mod_revision)
+            log.warning(
+                "dynlaunch: took over namespace %s from a dead launcher (%s)", namespace, other
+            )
+            existing = etcd.put_if_absent(key, holder, lease)
         if existing is None:
             return lease
         etcd.lease_revoke(lease)

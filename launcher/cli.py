@@ -229,15 +229,18 @@ def up(
     ensure_tiny_model(cfg, backend, os.environ)
     me = os.getpid()
     try:
+        # Everything that checks input runs before the state dir is created or anything deleted.
         the_plan = resolve_plan(backend, cfg, os.environ, reserve_for=me, role=role)
         check_binaries(the_plan)
-        with StateDir(Path(the_plan.state_dir), the_plan.namespace) as state:
-            run_id = uuid.uuid4().hex
+        run_id = uuid.uuid4().hex
+        ports.tag(me, run_id)
+        embedded = [p.role for p in the_plan.processes if p.role in ("etcd", "nats")]
+        with StateDir(Path(the_plan.state_dir), the_plan.namespace, run_id, embedded) as state:
             state.record(run_id, the_plan, cfg.stop_timeout_s)
             sup = Supervisor(run_id, state.logs, os.environ)
             deadman = sup.start_deadman()  # kills the run's processes if we are SIGKILLed
             rpc_host = "127.0.0.1" if role == "all" else os.environ.get("DYN_TCP_RPC_HOST", "")
-            etcd = Coordination(the_plan, rpc_host)
+            etcd = Coordination(the_plan, rpc_host, run_id)
             hooks = Hooks(
                 etcd_ready=etcd.etcd_ready if role == "all" else lambda: None,
                 before_frontend=etcd.before_frontend,

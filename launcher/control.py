@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import select
+import signal
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from launcher.deadman import alive
+from launcher import procid
 from launcher.errors import DynlaunchError, StartupError
 
 EXIT_NOT_RUNNING = 1
@@ -32,7 +35,9 @@ def read_info(state_dir: Path) -> dict[str, Any] | None:
         info = json.loads((state_dir / "launcher.json").read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(info, dict) or not alive(int(info.get("pid", 0)) or -1):
+    # The pid alone is not the launcher: after a crash it may belong to any later process. A record
+    # without a start time (written before dynlaunch recorded one) cannot be verified: not running.
+    if not isinstance(info, dict) or not procid.same_process(info.get("pid"), info.get("start")):
         return None
     info["state_dir"] = str(state_dir)
     return info
@@ -108,12 +113,22 @@ def registrations(etcd: str, namespace: str) -> dict[str, int | None]:
 
 
 def stop(info: Mapping[str, Any], timeout: float) -> bool:
-    """SIGTERM the launcher and wait for it to exit; True when it did within ``timeout``."""
-    pid = int(info["pid"])
-    os.kill(pid, 15)
-    deadline = time.monotonic() + timeout
-    while alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.1)
-    return True
+    """SIGTERM the launcher and wait for it to exit; True when it did within ``timeout``.
+
+    The signal goes through a pidfd opened before the start time is checked, so it reaches the
+    launcher of ``info`` or nobody, never a process that got its pid later."""
+    pid, start = info.get("pid"), info.get("start")
+    try:
+        pidfd = os.pidfd_open(int(str(pid)))
+    except (ProcessLookupError, ValueError):
+        raise NotRunningError(f"dynlaunch pid {pid} is not running") from None
+    try:
+        if not procid.same_process(pid, start):
+            raise NotRunningError(f"pid {pid} is no longer dynlaunch (not running); not signalled")
+        with contextlib.suppress(ProcessLookupError):
+            signal.pidfd_send_signal(pidfd, signal.SIGTERM)
+        poller = select.poll()
+        poller.register(pidfd, select.POLLIN)  # readable once the process has exited
+        return bool(poller.poll(max(timeout, 0.0) * 1000))
+    finally:
+        os.close(pidfd)

@@ -4,8 +4,6 @@ key), the stale-only clear before the frontend starts, and fencing of workers th
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import threading
 
 from launcher import clearns
@@ -20,11 +18,11 @@ KEEPALIVE_S = 3.0
 
 
 class Coordination:
-    def __init__(self, plan: Plan, rpc_host: str = "127.0.0.1") -> None:
+    def __init__(self, plan: Plan, rpc_host: str = "127.0.0.1", run_id: str = "") -> None:
         self.etcd = plan.etcd_endpoints
         self.nats = plan.nats_url
         self.namespace = plan.namespace
-        self.holder = f"{socket.gethostname()} pid {os.getpid()}"
+        self.holder = clearns.lock_holder(run_id)  # host, pid, start time, run: see holder_is_dead
         self.rpc_host = rpc_host  # the address workers advertise (a pod's IP in role mode)
         self._lease: int | None = None
         self._stop = threading.Event()

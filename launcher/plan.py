@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from launcher import gpus as gpu_slicing
-from launcher.config import Config
+from launcher.config import Config, check_endpoints, mask_userinfo
+from launcher.errors import ConfigError
 from launcher.versions import is_1x, sglang_module
 
 SYSTEM_PORT_MAX = 32767  # Dynamo parses DYN_SYSTEM_PORT as a signed 16-bit number
@@ -65,7 +66,10 @@ class ProcessSpec:
             "name": self.name,
             "role": self.role,
             "argv": mask_argv(self.argv),
-            "env": {k: ("***" if SECRET_NAME_RE.search(k) else v) for k, v in self.env.items()},
+            "env": {
+                k: ("***" if SECRET_NAME_RE.search(k) else mask_userinfo(v))
+                for k, v in self.env.items()
+            },
             "gpus": list(self.gpus),
             "ports": dict(self.ports),
         }
@@ -83,6 +87,7 @@ class Plan:
     nats_url: str
     processes: tuple[ProcessSpec, ...]
     role: str = "all"  # all | frontend | worker
+    warnings: tuple[str, ...] = ()  # e.g. placeholder GPU ids in a dry run
 
     def by_role(self, role: str) -> list[ProcessSpec]:
         return [p for p in self.processes if p.role == role]
@@ -97,6 +102,7 @@ class Plan:
             "url": self.url,
             "state_dir": self.state_dir,
             "processes": [p.to_json() for p in self.processes],
+            "warnings": list(self.warnings),
         }
 
 
@@ -126,7 +132,15 @@ def mask_argv(argv: tuple[str, ...]) -> list[str]:
 
 
 def external_infra(cfg: Config, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
-    """Endpoints of infra the user runs: Dynamo's own variables, else the config."""
+    """Endpoints of infra the user runs: Dynamo's own variables (checked here; the config's are
+    checked when it loads), else the config."""
+    for name, kind in (("ETCD_ENDPOINTS", "etcd"), ("NATS_SERVER", "nats")):
+        value = environ.get(name)
+        if value:
+            try:
+                check_endpoints(value, "etcd" if kind == "etcd" else "nats")
+            except ValueError as err:
+                raise ConfigError(f"{name}: {err}") from None
     etcd = environ.get("ETCD_ENDPOINTS") or cfg.infra.etcd.endpoints
     nats = environ.get("NATS_SERVER") or cfg.infra.nats.url
     return etcd, nats
@@ -226,7 +240,7 @@ def _etcd(cfg: Config, host: Host) -> ProcessSpec:
     argv = (
         host.etcd_binary,
         "--name", name,
-        "--data-dir", os.path.join(host.state_dir, "etcd"),
+        "--data-dir", os.path.join(host.state_dir, "infra", "etcd"),  # statedir.INFRA_DIR
         "--listen-client-urls", client_url,
         "--advertise-client-urls", client_url,
         "--listen-peer-urls", peer_url,
@@ -245,7 +259,7 @@ def _nats(cfg: Config, host: Host) -> ProcessSpec:
     argv = (
         host.nats_binary,
         "-a", "127.0.0.1", "-p", str(client), "-m", str(monitor),
-        "-js", "-sd", os.path.join(host.state_dir, "nats"),
+        "-js", "-sd", os.path.join(host.state_dir, "infra", "nats"),  # statedir.INFRA_DIR
     )  # fmt: skip
     return ProcessSpec(
         "nats", "nats", argv, {}, ports={"client": client, "monitor": monitor},

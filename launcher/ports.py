@@ -1,7 +1,8 @@
 """Port allocation that never collides with another `up` on this host, and port-owner lookup.
 
 Free ports are picked under a host-wide lock and recorded in a reservation file named after the
-launcher's pid; reservations of dead launchers are ignored. A port some process listens on is
+launcher's pid, with its start time; reservations of dead launchers (a pid that is gone, or that now
+belongs to a process with another start time) are removed. A port some process listens on is
 reported with that process (pid and name), read from /proc.
 """
 
@@ -18,7 +19,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from launcher.deadman import alive
+from launcher import procid
 from launcher.errors import ConfigError
 from launcher.plan import PortSlot
 
@@ -82,15 +83,28 @@ def _locked(directory: Path) -> Iterator[None]:
 def _reserved_by_others(directory: Path, me: int) -> set[int]:
     taken: set[int] = set()
     for file in directory.glob("*.json"):
-        pid = int(file.stem) if file.stem.isdigit() else -1
-        if pid == me:
+        if file.stem == str(me):
             continue
-        if pid < 0 or not alive(pid):
+        try:
+            held = json.loads(file.read_text())
+        except (OSError, ValueError):
+            held = None
+        # An old-format file (a bare list) has no start time to verify: its owner counts as dead.
+        if not isinstance(held, dict) or not procid.same_process(
+            held.get("pid"), held.get("start")
+        ):
             file.unlink(missing_ok=True)
             continue
-        with contextlib.suppress(OSError, ValueError):
-            taken.update(int(p) for p in json.loads(file.read_text()))
+        with contextlib.suppress(TypeError, ValueError):
+            taken.update(int(p) for p in held.get("ports", []))
     return taken
+
+
+def _record(directory: Path, pid: int, ports: list[int], run_id: str = "") -> None:
+    held = {"pid": pid, "start": procid.start_time(pid) or 0, "run_id": run_id, "ports": ports}
+    tmp = directory / f".{pid}.tmp"
+    tmp.write_text(json.dumps(held))
+    tmp.replace(directory / f"{pid}.json")  # a reader never sees half a file
 
 
 def allocate(
@@ -130,7 +144,7 @@ def allocate(
             else:
                 raise ConfigError(f"no free port left in {low}-{high} for {slot.name}")
         if reserve_for is not None:
-            (directory / f"{me}.json").write_text(json.dumps(sorted(ports.values())))
+            _record(directory, me, sorted(ports.values()))
     return ports
 
 
@@ -140,6 +154,14 @@ def _check_free(port: int, host: str, origin: str, taken: set[int]) -> None:
     if not is_free(port, host):
         who = owner(port) or "another process"
         raise ConfigError(f"{origin}: port {port} on {host} is in use by {who}")
+
+
+def tag(pid: int, run_id: str) -> None:
+    """Add the run id to ``pid``'s reservation once `up` has one (the ports are picked before)."""
+    directory = reservation_dir()
+    with _locked(directory), contextlib.suppress(OSError, ValueError, AttributeError):
+        held = json.loads((directory / f"{pid}.json").read_text())
+        _record(directory, pid, list(held.get("ports", [])), run_id)
 
 
 def release(pid: int) -> None:

@@ -8,11 +8,13 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO
 
-from launcher.errors import ConfigError
+from launcher import procid
+from launcher.errors import ConfigError, DynlaunchError, StartupError
 from launcher.plan import Plan
 from launcher.supervisor import Child
 
@@ -29,23 +31,36 @@ def plan_stop_budget(plan: Plan, stop_timeout_s: float) -> float:
     return len(tiers) * stop_timeout_s + 5.0
 
 
-class StateDir:
-    """Held for the launcher's lifetime; a second launcher on the same dir is refused (exit 2)."""
+INFRA_DIR = "infra"  # embedded etcd's and NATS's data: plan.py puts them under STATE/infra/
+MARKER = "DYNLAUNCH-OWNED.json"  # written when dynlaunch creates STATE/infra; nothing else is wiped
 
-    def __init__(self, root: Path, namespace: str) -> None:
+
+class StateDir:
+    """Held for the launcher's lifetime; a second launcher on the same dir is refused (exit 2).
+
+    ``embedded`` names the infra this run starts itself ("etcd", "nats"): only their data dirs
+    under the marked STATE/infra are wiped, so that no registration survives from an earlier run.
+    External infra's data, logs and anything dynlaunch did not create are never deleted.
+    """
+
+    def __init__(
+        self, root: Path, namespace: str, run_id: str = "", embedded: Sequence[str] = ()
+    ) -> None:
         self.root = root
         self.namespace = namespace
+        self.run_id = run_id
+        self.embedded = tuple(embedded)
         self.logs = root / "logs"
         self._lock: IO[str] | None = None
 
     def __enter__(self) -> StateDir:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
+            lock = open(self.root / "launcher.lock", "a+")
         except OSError as err:
             raise ConfigError(
-                f"--state-dir {self.root}: cannot create it ({err.strerror})"
+                f"--state-dir {self.root}: cannot write there ({err.strerror})"
             ) from None
-        lock = open(self.root / "launcher.lock", "a+")
         try:
             fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -58,17 +73,54 @@ class StateDir:
                 f"(namespace {self.namespace!r}); stop it first or pick another --state-dir"
             ) from None
         self._lock = lock
-        self.pid_file.write_text(f"{os.getpid()}\n")
-        # Embedded etcd and NATS start empty: no registration survives from an earlier run.
-        for data in ("etcd", "nats"):
-            shutil.rmtree(self.root / data, ignore_errors=True)
-        self.logs.mkdir(exist_ok=True)
+        try:
+            self.pid_file.write_text(f"{os.getpid()}\n")
+            self.logs.mkdir(exist_ok=True)
+            self._prepare_infra()
+        except OSError as err:
+            self.__exit__(None, None, None)
+            raise ConfigError(
+                f"--state-dir {self.root}: cannot write there ({err.strerror})"
+            ) from None
+        except DynlaunchError:
+            self.__exit__(None, None, None)
+            raise
         return self
+
+    @property
+    def infra(self) -> Path:
+        return self.root / INFRA_DIR
+
+    def _prepare_infra(self) -> None:
+        """Create and mark STATE/infra, or wipe the embedded infra's data in our marked one."""
+        if not self.embedded:
+            return  # external etcd and NATS: nothing of theirs is ours to touch
+        if not self.infra.exists() and not self.infra.is_symlink():
+            self.infra.mkdir()
+            mark = {"created_by": "dynlaunch", "run_id": self.run_id, "created": time.time()}
+            _write_atomic(self.infra / MARKER, mark)
+            return
+        if not (self.infra / MARKER).is_file() or self.infra.is_symlink():
+            raise ConfigError(
+                f"--state-dir {self.root}: {self.infra} was not created by dynlaunch (no {MARKER} "
+                "in it); move it away or pick another --state-dir"
+            )
+        for name in self.embedded:
+            data = self.infra / name
+            try:
+                if data.is_symlink() or data.is_file():
+                    data.unlink()
+                elif data.exists():
+                    shutil.rmtree(data)
+            except OSError as err:
+                raise StartupError(
+                    f"cannot clear the embedded {name} data in {data}: {err.strerror}"
+                ) from None
 
     def record(self, run_id: str, plan: Plan, stop_timeout_s: float) -> None:
         """What `status`, `down`, `health` and `clear-namespace` need to find this run."""
         info = {
-            "pid": os.getpid(),
+            **procid.me(),  # pid and start time: a reused pid is not this launcher
             "run_id": run_id,
             "namespace": self.namespace,
             "url": plan.url,
@@ -88,6 +140,9 @@ class StateDir:
                 "pid": c.pid if c.alive else None,
                 "state": c.state,
                 "restarts": c.restarts,
+                "live": c.health.live,  # liveness: answers at all (None: not probed yet)
+                "ready": c.health.ready,  # its health URL says 200
+                "liveness_failures": c.health.failures,
                 "started": c.started_wall if c.alive else None,
                 "ports": dict(c.spec.ports),
                 "gpus": list(c.spec.gpus),

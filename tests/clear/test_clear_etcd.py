@@ -22,7 +22,7 @@ from clearkit import (
     worker_1x,
 )
 
-from launcher import clearns, layouts, natsjs
+from launcher import clearns, layouts, natsjs, procid
 from launcher.errors import ConfigError, StartupError
 from launcher.etcd import Etcd, prefix_end
 
@@ -249,7 +249,7 @@ def test_endpoints_come_from_a_running_dynlaunch_up(
 ) -> None:  # fmt: skip
     put_worker_1x(etcd, ns, grant(etcd, leases), free_ports[0], free_ports[1])
     tmp_state.mkdir(parents=True)
-    info = {"pid": os.getpid(), "run_id": "r", "namespace": ns, "url": "http://127.0.0.1:1",
+    info = {**procid.me(), "run_id": "r", "namespace": ns, "url": "http://127.0.0.1:1",
             "etcd": etcd_url, "nats": nats_url}  # fmt: skip
     (tmp_state / "launcher.json").write_text(json.dumps(info))
     found = cli_json(
