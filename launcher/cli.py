@@ -163,7 +163,8 @@ def plan(
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     extra: Extra = None,
 ) -> None:
-    """Print the processes `up` would start (argv, env, GPUs, ports); start nothing.
+    """Print the processes `up` would start (argv, env, GPUs, ports); start nothing. Where
+    nvidia-smi finds too few GPUs, the plan shows placeholder ids (?0, ?1, ...) and a warning.
 
     Examples:\n
       dynlaunch plan mocker --workers 2 --json\n
@@ -173,7 +174,9 @@ def plan(
 
     given = {k: v for k, v in locals().items() if k in FLAG_KEYS}
     cfg = for_role(_config(backend, config, given), role, os.environ)
-    the_plan = resolve_plan(backend, cfg, os.environ, reserve_for=None, role=role)
+    the_plan = resolve_plan(backend, cfg, os.environ, reserve_for=None, role=role, dry_run=True)
+    for warning in the_plan.warnings:
+        typer.echo(f"dynlaunch: warning: {warning}", err=True)
     if as_json:
         typer.echo(json.dumps(the_plan.to_json(), indent=2))
         return

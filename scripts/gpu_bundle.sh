@@ -3,7 +3,11 @@
 # (Python 3.12, torch 2.11.0+cu130, triton 3.6.0, transformers 5.17.0, nvcc 13.0; no network).
 #
 #   bash scripts/gpu_bundle.sh [--no-pack]
+#   bash scripts/gpu_bundle.sh --infra     (only: this machine's etcd, etcdctl, nats-server)
 #
+# --infra packs this machine's etcd and nats-server (and etcdctl when there is one) into
+# gpu-infra/infra-bin.tar.xz (GPU_INFRA_DIR overrides the folder), flat, as benchmarks/gpu/e2e.sh
+# unpacks it into /tmp/dynlaunch-gpu/bin. They must need nothing but libc (Debian's Go builds do).
 # 1. Downloads (PyPI only, --no-deps, cp312 manylinux x86_64) the pinned wheels below into
 #    gpu-bundle/wheels/; a wheel already there is not fetched again.
 # 2. Unpacks them into gpu-bundle/site/ (what `pip install --no-deps --target` makes, without
@@ -220,6 +224,34 @@ report() {
   done <"$PARTS/MANIFEST.tsv"
 }
 
+infra_bin() { # this machine's etcd, etcdctl (if any), nats-server -> $INFRA/infra-bin.tar.xz
+  local infra=${GPU_INFRA_DIR:-gpu-infra} search="$PATH:/usr/sbin:/sbin" name path lib
+  local stage=$infra/.stage
+  rm -rf "$stage" && mkdir -p "$stage"
+  for name in etcd nats-server etcdctl; do
+    path=$(PATH=$search command -v "$name" || true)
+    if [ -z "$path" ]; then
+      [ "$name" = etcdctl ] && { log "no etcdctl here: packing etcd and nats-server only"; continue; }
+      log "$name not found (PATH, /usr/sbin, /sbin): apt-get install etcd-server nats-server"
+      return 1
+    fi
+    # a binary that loads more than libc may not run on the GPU host's image
+    lib=$(ldd "$path" 2>/dev/null | awk '$1 !~ /^(linux-vdso|libc\.so|\/lib64\/ld-linux)/ && NF' || true)
+    [ -z "$lib" ] || { log "$path needs more than libc: $lib"; return 1; }
+    install -m 0755 "$path" "$stage/$name"
+  done
+  local names
+  mapfile -t names < <(ls "$stage")
+  xz_tar "$infra/infra-bin.tar.xz.tmp" -C "$stage" "${names[@]}"
+  mv "$infra/infra-bin.tar.xz.tmp" "$infra/infra-bin.tar.xz"
+  rm -rf "$stage"
+  log "$infra/infra-bin.tar.xz: $(stat -c %s "$infra/infra-bin.tar.xz") bytes: ${names[*]}"
+}
+
+if [ "${1:-}" = "--infra" ]; then
+  infra_bin
+  exit
+fi
 download
 build_site
 [ "${1:-}" = "--no-pack" ] && exit 0
