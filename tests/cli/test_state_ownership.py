@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -309,3 +310,24 @@ def test_the_lock_of_a_sigkilled_up_is_taken_over_and_a_live_one_refuses(
         stop.set()
         for launcher in launchers:
             launcher.kill()
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
+def test_a_real_pid_reuse_in_a_pid_namespace(tmp_path: Path) -> None:
+    """The dead launcher's pid really goes to a `sleep`: status and down see through it."""
+    driver = REPO / "tests" / "children" / "pid_reuse_driver.py"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DYNLAUNCH_", "XDG_"))}
+    env = {k: v for k, v in env.items() if k not in ("ETCD_ENDPOINTS", "NATS_SERVER")}
+    env |= {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(REPO / ".cache-test")}
+    env["PYTHONPATH"] = str(REPO)
+    done = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, str(driver),
+         str(tmp_path / "state"), str(free_port())],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["sleep_pid"] == report["dead_pid"], report  # the pid was reused
+    assert report["status"] == 1, report
+    assert report["down"] == 1, report
+    assert report["sleep_alive"], report
