@@ -168,6 +168,21 @@ class RestartConfig(_Section):
     window_s: float = Field(60.0, gt=0)
     backoff_base_s: float = Field(1.0, gt=0)
     backoff_cap_s: float = Field(30.0, gt=0)
+    # A worker that crash-loops: left stopped while another worker of its model serves
+    # (keep-serving), or the whole stack stops (stop-all).
+    crash_loop: Literal["keep-serving", "stop-all"] = "keep-serving"
+
+
+class LivenessConfig(_Section):
+    """Is the frontend / each worker still answering at all (not: is it ready)? Any HTTP answer
+    from its /live endpoint within timeout_s counts as alive; a busy engine answers 503 and is
+    alive. failure_threshold misses in a row: fenced, SIGTERM, SIGKILL after grace_s, restarted."""
+
+    enabled: bool = True
+    interval_s: float = Field(5.0, gt=0)
+    timeout_s: float = Field(4.0, gt=0)
+    failure_threshold: int = Field(3, ge=1)
+    grace_s: float = Field(5.0, ge=0)
 
 
 class Config(_Section):
@@ -181,6 +196,7 @@ class Config(_Section):
     startup_timeout_s: float = Field(600.0, gt=0)
     stop_timeout_s: float = Field(15.0, gt=0)
     restart: RestartConfig = Field(default_factory=RestartConfig)
+    liveness: LivenessConfig = Field(default_factory=LivenessConfig)
     k8s: K8sConfig = Field(default_factory=K8sConfig)
 
     @field_validator("namespace")

@@ -68,7 +68,7 @@ def decide(
         return Verdict(restart=False)
     in_window = [t for t in recent_restarts if now - t <= rules.window_s]
     if len(in_window) >= rules.max_restarts:
-        # BACKOFF -> FATAL: more than max_restarts restarts within window_s
+        # BACKOFF -> crash loop: the caller ends the run, or leaves a worker stopped (FATAL)
         return Verdict(restart=False, crash_loop=True)
     if uptime_s >= rules.startsecs:
         attempt = 0  # RUNNING -> BACKOFF, afresh
@@ -76,6 +76,13 @@ def decide(
                           jitter=jitter)  # fmt: skip
     # STARTING/RUNNING -> BACKOFF
     return Verdict(restart=True, delay_s=delay, attempt=attempt + 1)
+
+
+def keep_serving(role: str, crash_loop: str, *, others_left: int) -> bool:
+    """After a crash loop: leave this child stopped and serve on (True), or end the run. Only a
+    worker, only with ``restart.crash_loop: keep-serving``, and only while another worker of its
+    model is still in the pool (running, starting or in backoff; not itself given up)."""
+    return role == "worker" and crash_loop == "keep-serving" and others_left > 0
 
 
 def run_exit_code(status: int) -> int:

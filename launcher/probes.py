@@ -115,3 +115,11 @@ def one_token_completion(base_url: str, model: str) -> bool:
         return resp.status_code == 200 and bool(resp.json().get("choices"))
     except (httpx.HTTPError, ValueError, AttributeError):
         return False
+
+
+def http_status(url: str, timeout: float) -> int | None:
+    """The HTTP status ``url`` answers with within ``timeout`` seconds; None if nothing answers."""
+    try:
+        return httpx.get(url, timeout=httpx.Timeout(timeout)).status_code
+    except httpx.HTTPError:
+        return None

@@ -3,8 +3,10 @@
 Start: etcd, NATS (each healthy before the next), frontend (/health), then all workers at once;
 ready only when /v1/models lists the served model AND a one-token chat completion succeeds.
 Serve: a child that exits is restarted by its role's policy with capped exponential backoff (a
-Dynamo process that exits 0 has failed too: it does that when it loses its etcd lease); a crash
-loop ends the run with that child's code. Stop: workers, frontend, NATS, etcd.
+Dynamo process that exits 0 has failed too: it does that when it loses its etcd lease). A
+frontend or worker that stops answering its liveness probe is fenced, stopped and restarted. A
+worker that crash-loops is left stopped while another worker serves (restart.crash_loop); any
+other crash loop ends the run with that child's code. Stop: workers, frontend, NATS, etcd.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass
 from functools import partial
 from types import FrameType
 
-from launcher import lifecycle, probes
+from launcher import lifecycle, liveness, probes
 from launcher.config import Config
 from launcher.errors import StartupError
 from launcher.lifecycle import Policy, RestartRules
@@ -34,6 +36,7 @@ log = logging.getLogger(__name__)
 POLL_S = 0.05  # readiness probes while starting
 IDLE_S = 1.0  # the serve loop's longest sleep; a signal or a due restart wakes it sooner
 PHASE_REPORT_S = 5.0
+FATAL_REPORT_S = 60.0  # how often a worker left stopped after a crash loop is reported
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
@@ -48,7 +51,7 @@ class Hooks:
     etcd_ready: Callable[[], None] = _nothing  # etcd answers; nothing of Dynamo runs yet
     before_frontend: Callable[[], None] = _nothing
     on_change: Callable[[list[Child]], None] = lambda _children: None  # e.g. the status file
-    on_exit: Callable[[Child], None] = lambda _child: None  # exited on its own: e.g. fence it
+    on_exit: Callable[[Child], None] = lambda _child: None  # exited on its own, or hung: fence it
     dynamo_stopped: Callable[[], None] = _nothing  # workers and frontend are down, infra is up
 
 
@@ -91,6 +94,7 @@ class Stack:
         width = max(len(p.name) for p in plan.processes)
         self.children = [supervisor.add(spec, width) for spec in plan.processes]
         self.restart_times: dict[str, list[float]] = {c.name: [] for c in self.children}
+        self._fatal_reported = 0.0
 
     # -- signals: the handler only records; the loops act -------------------------------------
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -99,6 +103,11 @@ class Stack:
     def _check_signals(self) -> None:
         if self.signals:
             raise StopRequestedError
+
+    def _wake(self) -> None:
+        """From another thread (the liveness watcher): make the loop look now."""
+        with contextlib.suppress(BlockingIOError, OSError):
+            os.write(self._wake_w, b"w")
 
     def _sleep(self, timeout: float) -> None:
         """Until ``timeout`` passes or any signal arrives (a child's exit, Ctrl-C)."""
@@ -115,6 +124,7 @@ class Stack:
         self._wake_r, wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(wake_w, False)
+        self._wake_w = wake_w
         previous_fd = signal.set_wakeup_fd(wake_w)
         previous = {s: signal.signal(s, self._on_signal) for s in HANDLED_SIGNALS}
         previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, _ignore)
@@ -239,6 +249,16 @@ class Stack:
 
     # -- serve: restart what dies ----------------------------------------------------------------
     def _serve(self) -> None:
+        watcher = liveness.Watcher(self.children, self.cfg.liveness, self._wake)
+        if self.cfg.liveness.enabled:
+            watcher.start()
+        try:
+            self._serve_loop()
+        finally:
+            watcher.stop()
+
+    def _serve_loop(self) -> None:
+        seen = [c.health for c in self.children]
         while True:
             self._check_signals()
             now = time.monotonic()
@@ -246,17 +266,58 @@ class Stack:
             for child in exited:
                 # Its group may outlive it (SGLang's scheduler and detokenizer hold GPU memory).
                 self.sup.signal_group(child, signal.SIGKILL)
-                self.hooks.on_exit(child)
+                if child.kill_at is None:  # a hung one was fenced when it was found hung
+                    self.hooks.on_exit(child)
                 self._after_exit(child, now)
+            for child in self.children:
+                self._enforce_liveness(child, now)
             due = [c for c in self.children if c.next_start is not None and now >= c.next_start]
             for child in due:
                 child.restarts += 1
                 self.restart_times[child.name].append(now)
                 self.sup.spawn(child, now)
-            if exited or due:
+            health = [c.health for c in self.children]
+            if exited or due or health != seen:
+                seen = health
                 self.hooks.on_change(self.children)
-            pending = [c.next_start for c in self.children if c.next_start is not None]
+            self._report_fatal(now)
+            pending = [t for c in self.children for t in (c.next_start, c.kill_at) if t is not None]
             self._sleep(min([IDLE_S, *(t - time.monotonic() for t in pending)]))
+
+    def _enforce_liveness(self, child: Child, now: float) -> None:
+        """A child the watcher found hung: fence it, SIGTERM (and SIGCONT, so that a stopped
+        process can act on it) its group, SIGKILL it after liveness.grace_s. Its exit is then
+        handled like any other: restarted by its policy."""
+        if not child.alive:
+            return
+        if child.kill_at is None and child.health.hung and child.health.pid == child.pid:
+            rules = self.cfg.liveness
+            log.error("%s pid=%d: hung: no answer from %s for %d probes in a row (%.0fs apart, "
+                      "%.0fs timeout); fencing and stopping it (SIGKILL in %.0fs)", child.name,
+                      child.pid, liveness.live_url(str(child.spec.health_url)),
+                      child.health.failures, rules.interval_s, rules.timeout_s,
+                      rules.grace_s)  # fmt: skip
+            child.kill_at = now + rules.grace_s
+            self.hooks.on_exit(child)
+            self.sup.signal_group(child, signal.SIGTERM)
+            self.sup.signal_group(child, signal.SIGCONT)
+            self.hooks.on_change(self.children)
+        elif child.kill_at is not None and now >= child.kill_at:
+            log.error("%s pid=%d: still running %.0fs after SIGTERM, SIGKILL", child.name,
+                      child.pid, self.cfg.liveness.grace_s)  # fmt: skip
+            self.sup.signal_group(child, signal.SIGKILL)
+            child.kill_at = now + IDLE_S  # again, should it still be there
+
+    def _report_fatal(self, now: float) -> None:
+        fatal = [c for c in self.children if c.fatal]
+        if not fatal or now - self._fatal_reported < FATAL_REPORT_S:
+            return
+        self._fatal_reported = now
+        workers = [c for c in self.children if c.spec.role == "worker"]
+        serving = sum(1 for c in workers if c.alive and not c.fatal)
+        for child in fatal:
+            log.warning("%s: left stopped after a crash loop; %d of %d workers serve; its log: %s",
+                        child.name, serving, len(workers), child.relay.log_path)  # fmt: skip
 
     def _after_exit(self, child: Child, now: float) -> None:
         assert child.status is not None
@@ -270,7 +331,8 @@ class Stack:
             now=now,
             jitter=random.random(),
         )
-        what = f"{child.name} pid={child.pid}: {describe_status(child.status)} after {uptime:.1f}s"
+        what = (f"{child.name} pid={child.pid}: {describe_status(child.status)}"
+                f"{child.exit_cause()} after {uptime:.1f}s")  # fmt: skip
         if verdict.restart:
             child.backoff_attempt = verdict.attempt
             child.next_start = now + verdict.delay_s
@@ -278,8 +340,17 @@ class Stack:
             return
         if verdict.crash_loop:
             r = self.cfg.restart
-            log.error("%s; gave up: %d restarts within %.0fs (restart.max_restarts, "
-                      "restart.window_s)", what, r.max_restarts, r.window_s)  # fmt: skip
+            gave_up = (f"{what}; gave up: {r.max_restarts} restarts within {r.window_s:.0f}s "
+                       "(restart.max_restarts, restart.window_s)")  # fmt: skip
+            others = [c for c in self.children if c.spec.role == "worker" and c is not child]
+            if lifecycle.keep_serving(child.spec.role, r.crash_loop,
+                                      others_left=sum(not c.fatal for c in others)):  # fmt: skip
+                child.fatal = True
+                log.error("%s; left stopped while %d other worker(s) serve (restart.crash_loop: "
+                          "keep-serving)", gave_up, sum(not c.fatal for c in others))  # fmt: skip
+                self._fatal_reported = now
+                return
+            log.error("%s; stopping everything", gave_up)
             raise RunEndedError(lifecycle.run_exit_code(child.status))
         log.warning("%s; not restarted (restart policy)", what)
         if child.spec.role != "worker":
@@ -300,7 +371,7 @@ class Stack:
             for child in group:
                 if child.status is not None and child.pid is not None:
                     log.info("%s pid=%d: stopped (%s)", child.name, child.pid,
-                             describe_status(child.status, stopping=True))  # fmt: skip
+                             describe_status(child.status))  # fmt: skip
         killed |= self.sup.sweep() > 0
         self.hooks.on_change(self.children)
         return killed

@@ -13,19 +13,30 @@ def _uptime(seconds: float | None) -> str:
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
+def _yes_no(value: bool | None) -> str:
+    return "-" if value is None else "yes" if value else "no"
+
+
+def _live(child: dict[str, Any]) -> str:
+    """Liveness: '-' not probed (infra, or not yet), 'yes', or 'no(N)' after N misses in a row."""
+    live = child.get("live")
+    return f"no({child.get('liveness_failures', 0)})" if live is False else _yes_no(live)
+
+
 def render_status(report: dict[str, Any]) -> str:
     launcher, frontend = report["launcher"], report["frontend"]
     lines = [
         f"dynlaunch pid {launcher['pid']}, namespace {launcher['namespace']}, "
         f"state {launcher['state_dir']}",
         "",
-        f"{'NAME':<10} {'ROLE':<9} {'PID':>7} {'STATE':<9} {'RESTARTS':>8} {'UPTIME':>8}"
-        "  PORTS  GPUS",
+        f"{'NAME':<10} {'ROLE':<9} {'PID':>7} {'STATE':<9} {'LIVE':<6} {'READY':<5} "
+        f"{'RESTARTS':>8} {'UPTIME':>8}  PORTS  GPUS",
     ]
     for c in report["children"]:
         ports = ",".join(f"{k}={v}" for k, v in c["ports"].items())
         lines.append(
             f"{c['name']:<10} {c['role']:<9} {c['pid'] or '-':>7} {c['state']:<9} "
+            f"{_live(c):<6} {_yes_no(c.get('ready')):<5} "
             f"{c['restarts']:>8} {_uptime(c['uptime_s']):>8}  {ports}  {','.join(c['gpus']) or '-'}"
         )
     health = "healthy" if frontend["healthy"] else "not answering"

@@ -13,6 +13,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from launcher.deadman import RUN_TAG, kill_all, tagged_pids
+from launcher.liveness import Health
 from launcher.output import Relay
 from launcher.plan import ProcessSpec
 
@@ -41,15 +43,28 @@ def become_subreaper() -> bool:
     return int(libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)) == 0
 
 
-def describe_status(status: int, stopping: bool = False) -> str:
-    """A wait status in words: 'exited with code 1', 'killed by SIGKILL'. ``stopping``: we had
-    asked it to stop, so a SIGKILL is no hint of the OOM killer."""
+def describe_status(status: int) -> str:
+    """A wait status in words: 'exited with code 1', 'killed by SIGKILL'."""
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
         name = signal.Signals(sig).name if sig in signal.Signals.__members__.values() else str(sig)
-        hint = " (out of memory?)" if sig == signal.SIGKILL and not stopping else ""
-        return f"killed by {name}{hint}"
+        return f"killed by {name}"
     return f"exited with code {os.waitstatus_to_exitcode(status)}"
+
+
+def oom_kills() -> int | None:
+    """The kernel's count of OOM kills on this host (/proc/vmstat oom_kill, cgroup ones too)."""
+    try:
+        for line in Path("/proc/vmstat").read_text().splitlines():
+            if line.startswith("oom_kill "):
+                return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+# A Dynamo process that loses its etcd lease logs this, then exits 0.
+LEASE_LOST = re.compile(r"lease.{0,40}(expired|revoked)|unable to maintain lease", re.I)
 
 
 @dataclass
@@ -66,6 +81,10 @@ class Child:
     ready: bool = False  # the stack reached ready with this child in it
     started_wall: float = 0.0  # time.time() of the last start, for `status`
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    health: Health = field(default_factory=Health)  # what the liveness watcher last saw
+    kill_at: float | None = None  # hung: SIGTERMed by us, SIGKILL due then
+    fatal: bool = False  # crash-looped and left stopped (restart.crash_loop: keep-serving)
+    oom_kills_at_start: int | None = None
 
     @property
     def name(self) -> str:
@@ -78,10 +97,37 @@ class Child:
     @property
     def state(self) -> str:
         if self.alive:
-            return "stopping" if self.expected_exit else "running" if self.ready else "starting"
+            if self.expected_exit:
+                return "stopping"
+            if self.kill_at is not None:
+                return "hung"  # failed liveness: being stopped, then restarted
+            return "running" if self.ready else "starting"
+        if self.fatal:
+            return "fatal"
         if self.next_start is not None:
             return "backoff"
         return "stopped" if self.expected_exit else "exited" if self.pid else "pending"
+
+    def exit_cause(self) -> str:
+        """Why it exited, as far as we can tell: '' or ' (...)' to add to describe_status."""
+        assert self.status is not None
+        if self.expected_exit:
+            return ""
+        if self.kill_at is not None:
+            return " (dynlaunch stopped it: it failed liveness)"
+        if os.WIFSIGNALED(self.status) and os.WTERMSIG(self.status) == signal.SIGKILL:
+            now = oom_kills()
+            if now is not None and self.oom_kills_at_start is not None:
+                if now > self.oom_kills_at_start:
+                    return (f" (the kernel's OOM killer ran {now - self.oom_kills_at_start} "
+                            "time(s) on this host meanwhile: out of memory?)")  # fmt: skip
+                return " (not by dynlaunch, and no OOM kill on this host meanwhile)"
+            return " (not by dynlaunch)"
+        lines = list(self.relay.tail)
+        lost = next((line for line in reversed(lines) if LEASE_LOST.search(line)), None)
+        if lost is not None:
+            return f" (it lost its etcd lease: {lost.strip()[-160:]!r})"
+        return f" (last line: {lines[-1].strip()[-160:]!r})" if lines else " (it printed nothing)"
 
 
 class Supervisor:
@@ -110,6 +156,8 @@ class Supervisor:
         assert proc.stdout is not None
         child.proc, child.pid, child.status = proc, proc.pid, None
         child.started_at, child.next_start, child.expected_exit = now, None, False
+        child.kill_at, child.oom_kills_at_start = None, oom_kills()
+        child.health = Health()  # a new process: liveness starts afresh
         child.started_wall = time.time()
         self._by_pid[proc.pid] = child
         child.relay.start(proc.stdout)

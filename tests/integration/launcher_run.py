@@ -141,3 +141,39 @@ class Launcher:
 
     def dump(self) -> str:
         return "\n".join(["--- stderr", *self.err[-60:], "--- stdout", *self.out[-60:]])
+
+
+class Load:
+    """Client threads sending small chat completions to ``port`` until ``stop()``; each request
+    recorded as (ok, seconds). ``timeout`` bounds one request (a hung worker holds one until it
+    is killed and the request migrates)."""
+
+    def __init__(self, port: int, clients: int = 3, timeout: float = 60.0) -> None:
+        self.url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        self.timeout = timeout
+        self.results: list[tuple[bool, float]] = []
+        self._stop = threading.Event()
+        self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
+        for thread in self._threads:
+            thread.start()
+
+    def _client(self) -> None:
+        body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+        with httpx.Client(timeout=self.timeout) as http:
+            while not self._stop.is_set():
+                began = time.monotonic()
+                try:
+                    ok = http.post(self.url, json=body).status_code == 200
+                except httpx.HTTPError:
+                    ok = False
+                self.results.append((ok, time.monotonic() - began))
+
+    def stop(self) -> list[tuple[bool, float]]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join(self.timeout + 5)
+        return list(self.results)
+
+    @staticmethod
+    def failed(results: list[tuple[bool, float]]) -> int:
+        return sum(1 for ok, _ in results if not ok)
