@@ -139,7 +139,7 @@ def _start_of(pid: int) -> int:
 
 
 def test_a_failed_up_leaves_an_external_etcd_and_its_data_dir_alone(
-    tmp_path: Path, etcds: list[Etcd]
+    tmp_path: Path, etcds: list[Etcd], nats: str
 ) -> None:
     state = tmp_path / "state"
     etcd = Etcd(state / "etcd", tmp_path / "etcd.log").start()  # its data dir is STATE/etcd
@@ -156,6 +156,12 @@ def test_a_failed_up_leaves_an_external_etcd_and_its_data_dir_alone(
     no_nats = run_cli([*common, "--http-port", str(free_port())], tmp_path, env)
     assert no_nats.returncode == 3, no_nats.stderr  # NATS unreachable: a runtime failure
     assert "NATS" in no_nats.stderr
+    etcd_put(etcd.url, LOCK_PREFIX + "own", "other-host pid 1 start 1 pidns x run r")
+    held = run_cli(
+        [*common, "--http-port", str(free_port())], tmp_path, env | {"NATS_SERVER": nats}
+    )
+    assert held.returncode == 2, held.stderr  # fails after the state dir is taken: the lock
+    assert "already run by dynlaunch on other-host" in held.stderr
     assert (state / "etcd" / "member").is_dir()
     assert (state / "nats" / "keep").read_text() == "not dynlaunch's"
     assert not (state / "infra").exists()  # external infra: no data dir of ours at all
