@@ -135,11 +135,12 @@ def _main(
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
 ) -> None:
     """Launch and supervise a Dynamo serving stack."""
-    logging.basicConfig(
+    from launcher import output
+
+    output.install_logging(  # to stderr through a queue: a paused terminal never blocks us
         level=logging.DEBUG if verbose else logging.INFO,
-        format="%(asctime)s %(message)s",
+        fmt="%(asctime)s %(message)s",
         datefmt="%H:%M:%S",
-        stream=sys.stderr,
     )
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
