@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from launcher_run import REPO, free_port, poll_for, tagged_pids
+from launcher_run import REPO, chat_ok, free_port, poll_for, tagged_pids
 
 pytestmark = pytest.mark.integration
 
@@ -29,9 +29,10 @@ STOP_BUDGET_S = 60.0
 
 
 class Up:
-    """`dynlaunch up mocker --workers 2` with stdout sent where the test says and stderr read."""
+    """`dynlaunch up mocker --workers 2` with stdout sent where the test says, and stderr read
+    unless it is sent somewhere too."""
 
-    def __init__(self, tmp: Path, state_dir: Path, stdout: int) -> None:
+    def __init__(self, tmp: Path, state_dir: Path, stdout: int, stderr: int | None = None) -> None:
         self.port = free_port()
         self.state_dir = state_dir
         env = {k: v for k, v in os.environ.items() if not k.startswith("DYNLAUNCH_")}
@@ -42,11 +43,13 @@ class Up:
                 "--namespace", f"of-{uuid.uuid4().hex[:8]}", "--http-port", str(self.port),
                 "--state-dir", str(state_dir)]  # fmt: skip
         self.proc = subprocess.Popen(argv, cwd=REPO, env=env, stdin=subprocess.DEVNULL,
-                                     stdout=stdout, stderr=subprocess.PIPE, text=True,
+                                     stdout=stdout, stderr=stderr or subprocess.PIPE, text=True,
                                      start_new_session=True)  # fmt: skip
         self.err: list[str] = []
-        self._reader = threading.Thread(target=self._pump, daemon=True)
-        self._reader.start()
+        self._reader: threading.Thread | None = None
+        if stderr is None:
+            self._reader = threading.Thread(target=self._pump, daemon=True)
+            self._reader.start()
         self.run_id = ""
 
     def _pump(self) -> None:
@@ -58,9 +61,11 @@ class Up:
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"launcher exited {self.proc.returncode}:\n{self.dump()}")
+            if self._reader is None:  # nothing to read the ready line from
+                return (self.state_dir / "launcher.json").exists() and chat_ok(self.port)
             return any("dynlaunch: ready:" in line for line in list(self.err))
 
-        poll_for(ready, timeout, "the ready line")
+        poll_for(ready, timeout, "the stack to be ready")
         self.run_id = str(json.loads((self.state_dir / "launcher.json").read_text())["run_id"])
 
     def stop(self) -> tuple[int, float]:
@@ -72,6 +77,8 @@ class Up:
         return code, took
 
     def _close(self) -> None:
+        if self._reader is None:
+            return
         self._reader.join(10)
         if self.proc.stderr is not None and not self._reader.is_alive():
             self.proc.stderr.close()
@@ -126,10 +133,15 @@ def stacks() -> Iterator[list[Up]]:
         up.kill()
 
 
-def test_a_stdout_nobody_reads_never_stops_the_stack(stacks: list[Up], tmp_path: Path) -> None:
+@pytest.mark.parametrize("stalled", ["stdout", "stdout and stderr"])
+def test_an_output_nobody_reads_never_stops_the_stack(
+    stacks: list[Up], tmp_path: Path, stalled: str
+) -> None:
+    """`dynlaunch up | less`, a stuck log collector; or a terminal paused with Ctrl-S."""
     read_end, write_end = os.pipe()  # the read end stays open and unread: writes block
     try:
-        up = Up(tmp_path, tmp_path / "state", stdout=write_end)
+        stderr = write_end if stalled == "stdout and stderr" else None
+        up = Up(tmp_path, tmp_path / "state", stdout=write_end, stderr=stderr)
         stacks.append(up)
         os.close(write_end)
         write_end = -1
