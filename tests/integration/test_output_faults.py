@@ -155,6 +155,7 @@ def test_an_output_nobody_reads_never_stops_the_stack(
         after = _log_sizes(logs)
         assert after["frontend.log"] > before["frontend.log"]  # the logs kept growing
         code, took = up.stop()
+        print(f"stopped in {took:.1f}s with exit code {code}")
         assert code == 0, up.dump()
         assert took < STOP_BUDGET_S
         assert not tagged_pids(up.run_id)
@@ -218,6 +219,7 @@ def test_a_full_disk_never_stops_the_stack(stacks: list[Up], tmp_path: Path, ful
         assert len(names) == len(set(names)), warnings  # one warning per child, not per line
         assert all("(No space left on device); dropping its log lines" in w for w in warnings)
         code, took = up.stop()
+        print(f"stopped in {took:.1f}s with exit code {code}")
         assert code == 0, up.dump()
         assert took < STOP_BUDGET_S
         assert not tagged_pids(up.run_id)
