@@ -33,7 +33,7 @@ LINE_MAX = 64 * 1024  # a longer "line" is handed on in pieces
 QUEUE_BYTES = 4 * 1024 * 1024  # per writer; beyond it lines are dropped
 EXIT_DRAIN_S = 1.0  # at exit, the longest wait for queued lines to be written
 RETRY_S = 1.0  # a failing log file is tried again after this long
-REPORT_S = 5.0  # a stream that stays behind reports its drops at most this often
+REPORT_S = 5.0  # a stream that stays behind still reports its drops this often
 
 # Lines that certainly mean the process cannot serve (checked on every line of every child).
 FATAL_PATTERNS: tuple[re.Pattern[str], ...] = (
@@ -45,6 +45,8 @@ FATAL_PATTERNS: tuple[re.Pattern[str], ...] = (
     # "Error adding model from discovery ... error="prompt_formatter_from_mdc: MDC does not
     # contain a prompt formatter"".
     re.compile(r"MDC does not contain a prompt formatter"),
+    # Not listed: the mocker without a tokenizer logs only WARN lines ("error loading tokenizer
+    # from ModelDeploymentCard ... does not have a tokenizer") and registers and serves anyway.
 )
 
 
