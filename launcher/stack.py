@@ -206,6 +206,7 @@ class Stack:
             self._check_signals()
             for child in self.sup.reap():
                 self._died_early(child)
+            self._check_fatal_lines()
             if ready():
                 log.debug("dynlaunch: %s after %.1fs", phase, time.monotonic() - began)
                 return
@@ -219,6 +220,16 @@ class Stack:
                 log.info("dynlaunch: waiting for %s (%.0fs)", phase, now - began)
                 last_report = now
             self._sleep(POLL_S)
+
+    def _check_fatal_lines(self) -> None:
+        """A child that logged a line that means it can never serve (output.FATAL_PATTERNS):
+        fail now, not at the start-up deadline."""
+        for child in self.children:
+            if child.relay.fatal is not None:
+                raise StartupError(
+                    f"{child.name} pid={child.pid} cannot serve: {child.relay.fatal.strip()!r}; "
+                    f"full log: {child.relay.log_path}"
+                )
 
     def _died_early(self, child: Child) -> None:
         assert child.status is not None

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
 import shutil
 import time
@@ -17,6 +18,8 @@ from launcher import procid
 from launcher.errors import ConfigError, DynlaunchError, StartupError
 from launcher.plan import Plan
 from launcher.supervisor import Child
+
+log = logging.getLogger(__name__)
 
 
 def _write_atomic(path: Path, data: object) -> None:
@@ -52,6 +55,7 @@ class StateDir:
         self.embedded = tuple(embedded)
         self.logs = root / "logs"
         self._lock: IO[str] | None = None
+        self._status_failing = False  # status.json could not be written (disk full): warned
 
     def __enter__(self) -> StateDir:
         try:
@@ -149,7 +153,17 @@ class StateDir:
             }
             for c in children
         ]
-        _write_atomic(self.root / "status.json", {"updated": time.time(), "children": rows})
+        try:
+            _write_atomic(self.root / "status.json", {"updated": time.time(), "children": rows})
+        except OSError as err:  # a full disk must not end the run: `status` is only stale
+            if not self._status_failing:
+                log.warning("dynlaunch: cannot write %s (%s); `dynlaunch status` may be stale",
+                            self.root / "status.json", err.strerror)  # fmt: skip
+            self._status_failing = True
+            return
+        if self._status_failing:
+            log.warning("dynlaunch: writing %s again", self.root / "status.json")
+        self._status_failing = False
 
     @property
     def pid_file(self) -> Path:

@@ -196,3 +196,23 @@ def test_a_sigkill_from_outside_is_not_called_out_of_memory(
     assert "out of memory" not in line
     poll_for(lambda: chat_ok(port), 60, "the stack to serve again")
     assert launcher.stop() == 0
+
+
+def test_a_model_without_a_tokenizer_fails_fast_naming_the_cause(
+    started: list[Launcher], tmp_path: Path
+) -> None:
+    model = tmp_path / "model"
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_tiny_model.py"), str(model)],
+                   check=True, capture_output=True)  # fmt: skip
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (model / name).unlink()
+    launcher, _ = _up(started, tmp_path, "--model-path", str(model), "--served-model-name", "tiny",
+                      "--startup-timeout", "600")  # fmt: skip
+    began = time.monotonic()
+    code = launcher.wait(120)
+    took = time.monotonic() - began
+    errors = [x for x in launcher.err if x.startswith("dynlaunch: error:")]
+    assert code == 3, launcher.dump()
+    assert len(errors) == 1, launcher.dump()
+    assert "cannot serve" in errors[0]
+    assert took < 120  # not the 600 s start-up deadline
