@@ -124,9 +124,9 @@ class Child:
                 return " (not by dynlaunch, and no OOM kill on this host meanwhile)"
             return " (not by dynlaunch)"
         lines = list(self.relay.tail)
-        lost = next((line for line in reversed(lines) if LEASE_LOST.search(line)), None)
-        if lost is not None:
-            return f" (it lost its etcd lease: {lost.strip()[-160:]!r})"
+        lost = next((m for line in reversed(lines) if (m := LEASE_LOST.search(line))), None)
+        if lost is not None:  # from the match on: the message, not the timestamp and module
+            return f" (it lost its etcd lease: {lost.string[lost.start() :].strip()[:160]!r})"
         return f" (last line: {lines[-1].strip()[-160:]!r})" if lines else " (it printed nothing)"
 
 

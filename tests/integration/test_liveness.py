@@ -4,6 +4,7 @@ crash-loops is left stopped while the other serves, and the stack stops when non
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -216,3 +217,33 @@ def test_a_model_without_a_tokenizer_fails_fast_naming_the_cause(
     assert len(errors) == 1, launcher.dump()
     assert "cannot serve" in errors[0]
     assert took < 120  # not the 600 s start-up deadline
+
+
+def _etcd(launcher: Launcher, path: str, body: dict[str, object]) -> dict[str, object]:
+    """etcd's own JSON gateway, not our client."""
+    url = str(launcher.info()["etcd"]).split(",")[0].rstrip("/") + path
+    reply = httpx.post(url, json=body, timeout=5).json()
+    assert isinstance(reply, dict)
+    return reply
+
+
+def test_a_worker_that_loses_its_lease_is_logged_with_that_cause(
+    started: list[Launcher], tmp_path: Path
+) -> None:
+    launcher, port = _up(started, tmp_path)
+    launcher.wait_ready()
+    ns = str(launcher.info()["namespace"])
+    prefix = f"v1/instances/{ns}/".encode()
+    found = _etcd(launcher, "/v3/kv/range", {
+        "key": base64.b64encode(prefix).decode(),
+        "range_end": base64.b64encode(prefix[:-1] + b"0").decode(),
+    })  # fmt: skip
+    leases = {int(kv["lease"]) for kv in found["kvs"]}  # type: ignore[union-attr]
+    assert len(leases) == 1  # one worker
+    _etcd(launcher, "/v3/lease/revoke", {"ID": leases.pop()})
+    poll_for(lambda: launcher.stderr_has("restart 1 in"), 60, "worker-0 to exit")
+    line = next(x for x in launcher.err if "restart 1 in" in x)
+    assert "worker-0" in line
+    assert "exited with code 0 (it lost its etcd lease:" in line, line
+    poll_for(lambda: chat_ok(port), 60, "the stack to serve again")
+    assert launcher.stop() == 0
