@@ -238,7 +238,9 @@ def test_a_worker_that_loses_its_lease_is_logged_with_that_cause(
         "key": base64.b64encode(prefix).decode(),
         "range_end": base64.b64encode(prefix[:-1] + b"0").decode(),
     })  # fmt: skip
-    leases = {int(kv["lease"]) for kv in found["kvs"]}  # type: ignore[union-attr]
+    kvs = found["kvs"]
+    assert isinstance(kvs, list)
+    leases = {int(kv["lease"]) for kv in kvs}
     assert len(leases) == 1  # one worker
     _etcd(launcher, "/v3/lease/revoke", {"ID": leases.pop()})
     poll_for(lambda: launcher.stderr_has("restart 1 in"), 60, "worker-0 to exit")
