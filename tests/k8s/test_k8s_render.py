@@ -349,7 +349,7 @@ def test_p5_variant_is_a_config_change() -> None:
     [
         ({"workers": {"env": {"HF_TOKEN": "hf_x"}}}, "workers.env.HF_TOKEN"),
         ({"frontend": {"extra_args": ["--api-key=abc"]}}, "frontend.extra_args --api-key"),
-        ({"namespace": "Big_NS_" + "x" * 60}, "set k8s.name (--name)"),
+        ({"namespace": "Big_NS_" + "x" * 50}, "set k8s.name (--name)"),
     ],
 )
 def test_refused(flags: dict[str, Any], words: str) -> None:
