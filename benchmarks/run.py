@@ -248,7 +248,7 @@ class Reaper:
             if proc.returncode is None:  # not reaped: the pid and its session are still ours
                 pids |= tree_pids(proc.pid)
         for run_id in self.run_ids:
-            pids |= tagged_pids(run_id) | cmdline_pids("launcher.deadman", run_id)
+            pids |= tagged_pids(run_id) | cmdline_pids("launcher.supervision.deadman", run_id)
         pids.discard(os.getpid())
         return pids
 
@@ -445,7 +445,9 @@ class DynlaunchLaunch(Launch):
         """dynlaunch (until reaped) and its dead-man switch (found by its argv, each time)."""
         own = {self.proc.pid} if self.proc.returncode is None and alive(self.proc.pid) else set()
         run_id = self._read_run_id()
-        return own | (cmdline_pids("launcher.deadman", run_id) if run_id is not None else set())
+        return own | (
+            cmdline_pids("launcher.supervision.deadman", run_id) if run_id is not None else set()
+        )
 
     def run_pids(self) -> set[int]:
         """Every process carrying the run's tag, plus dynlaunch and its dead-man switch (before
@@ -1065,9 +1067,9 @@ def idle(ctx: Ctx) -> Row:
     details += failed_reps(errors)
     details.append(
         "* `dynlaunch` is the `dynlaunch up` process (its output-relay threads included); its "
-        "dead-man switch (`python -m launcher.deadman RUN_ID`) is a second process of its own. "
-        "MB = 10^6 bytes of VmRSS; CPU = Δ(utime+stime) over the window. Both stacks (1 worker "
-        "each) idled side by side during the same window."
+        "dead-man switch (`python -m launcher.supervision.deadman RUN_ID`) is a second process of "
+        "its own. MB = 10^6 bytes of VmRSS; CPU = Δ(utime+stime) over the window. Both stacks "
+        "(1 worker each) idled side by side during the same window."
     )
     details.append("")
     with_deadman = "" if both is None else f"; with its dead-man switch {both[0]:.1f} MB"

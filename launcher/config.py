@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from launcher.errors import ConfigError
-from launcher.k8s_config import K8sConfig
+from launcher.k8s.config import K8sConfig
 
 BACKENDS = ("sglang", "mocker")
 ENV_PREFIX = "DYNLAUNCH_"

@@ -14,19 +14,13 @@ from typing import Any
 
 from launcher import procid
 from launcher.errors import DynlaunchError, StartupError
+from launcher.statedir import states_root
 
 EXIT_NOT_RUNNING = 1
 
 
 class NotRunningError(DynlaunchError):
     exit_code = EXIT_NOT_RUNNING
-
-
-def states_root(environ: Mapping[str, str]) -> Path:
-    base = environ.get("XDG_STATE_HOME") or os.path.join(
-        environ.get("HOME", "/tmp"), ".local", "state"
-    )
-    return Path(base) / "dynlaunch"
 
 
 def read_info(state_dir: Path) -> dict[str, Any] | None:
@@ -97,7 +91,7 @@ def status(info: Mapping[str, Any]) -> dict[str, Any]:
 
 def registrations(etcd: str, namespace: str) -> dict[str, int | None]:
     """How many keys of each Dynamo 1.x kind the namespace has in etcd (None: etcd unreachable)."""
-    from launcher.etcd import Etcd, Timeout
+    from launcher.registrations.etcd import Etcd, Timeout
 
     prefixes = {
         "instances": f"v1/instances/{namespace}/",

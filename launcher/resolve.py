@@ -14,9 +14,9 @@ from pathlib import Path
 
 from launcher import gpus, ports, probes, tinymodel, versions
 from launcher.config import Config, check_model_path, mask_userinfo, tiny_model_dir
-from launcher.control import states_root
 from launcher.errors import ConfigError, StartupError
 from launcher.plan import Host, Plan, build_plan, external_infra, port_slots
+from launcher.statedir import states_root
 
 ROLES = ("all", "frontend", "worker")
 HTTP_HOST = "frontend.http_host (--http-host)"

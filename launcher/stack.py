@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from functools import partial
 from types import FrameType
 
-from launcher import lifecycle, liveness, probes
+from launcher import probes
 from launcher.config import Config
 from launcher.errors import StartupError
-from launcher.lifecycle import Policy, RestartRules
 from launcher.plan import ROLES_START_ORDER, Plan
-from launcher.supervisor import Child, Supervisor, become_subreaper, describe_status
+from launcher.supervision import lifecycle, liveness
+from launcher.supervision.lifecycle import Policy, RestartRules
+from launcher.supervision.supervisor import Child, Supervisor, become_subreaper, describe_status
 
 log = logging.getLogger(__name__)
 POLL_S = 0.05  # readiness probes while starting

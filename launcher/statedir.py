@@ -9,17 +9,27 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from launcher import procid
 from launcher.errors import ConfigError, DynlaunchError, StartupError
-from launcher.plan import Plan
-from launcher.supervisor import Child
+
+if TYPE_CHECKING:  # `status` and `clear-namespace` read states_root without the planner
+    from launcher.plan import Plan
+    from launcher.supervision.supervisor import Child
 
 log = logging.getLogger(__name__)
+
+
+def states_root(environ: Mapping[str, str]) -> Path:
+    """Where every run's state dir lives by default: $XDG_STATE_HOME/dynlaunch."""
+    base = environ.get("XDG_STATE_HOME") or os.path.join(
+        environ.get("HOME", "/tmp"), ".local", "state"
+    )
+    return Path(base) / "dynlaunch"
 
 
 def _write_atomic(path: Path, data: object) -> None:

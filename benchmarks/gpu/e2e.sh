@@ -66,7 +66,7 @@ chat() {  # chat STREAM(true|false) -> prints the response
 bench() {  # bench NAME [args]: one bench prefix run (fresh prompts) as JSON, and its table
   local name=$1; shift
   dl bench prefix "$@" --json >"$out/bench-$name.json"
-  "$py" -c 'import json, sys; from launcher import bench_view
+  "$py" -c 'import json, sys; from launcher.bench import view as bench_view
 print(bench_view.render(json.load(open(sys.argv[1]))["summary"], sys.argv[2], "tiny-llama"))' \
     "$out/bench-$name.json" "$url" >"$out/bench-$name.txt"
 }

@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 from launcher.plan import ProcessSpec
-from launcher.supervisor import Supervisor, become_subreaper
+from launcher.supervision.supervisor import Supervisor, become_subreaper
 
 adopt = sys.argv[1] == "subreaper"
 if adopt:

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 import nats
 
-from launcher.etcd import Etcd
+from launcher.registrations.etcd import Etcd
 
 REPO = Path(__file__).resolve().parents[2]
 

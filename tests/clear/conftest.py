@@ -13,9 +13,9 @@ import pytest
 from clearkit import Server, poll_for
 
 from launcher import ports
-from launcher.etcd import Etcd
 from launcher.plan import PortSlot
 from launcher.probes import etcd_ok, nats_ok
+from launcher.registrations.etcd import Etcd
 from launcher.resolve import find_binary
 
 SPARE_PORTS = 16

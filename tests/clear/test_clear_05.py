@@ -11,8 +11,8 @@ from collections.abc import Iterator
 import pytest
 from clearkit import cli_json, dump, make_streams, removed_keys
 
-from launcher import natsjs
-from launcher.etcd import Etcd
+from launcher.registrations import natsjs
+from launcher.registrations.etcd import Etcd
 
 pytestmark = pytest.mark.integration
 

@@ -23,10 +23,11 @@ from clearkit import (
     worker_1x,
 )
 
-from launcher import clearns, layouts
-from launcher.clearns import Endpoints, LeaseFacts, Probe, RangeDelete, Snapshot, decide
-from launcher.etcd import Etcd
-from launcher.layouts import Entry
+from launcher.registrations import layouts, runner
+from launcher.registrations.decide import Decision, LeaseFacts, Probe, RangeDelete, Snapshot, decide
+from launcher.registrations.etcd import Etcd
+from launcher.registrations.layouts import Entry
+from launcher.registrations.runner import Endpoints
 
 pytestmark = pytest.mark.integration
 
@@ -78,14 +79,14 @@ class Scene:
     def left(self) -> list[str]:
         return [kv.key for p in layouts.own_prefixes(self.ns) for kv in self.etcd.get_prefix(p)]
 
-    def judge(self) -> clearns.Decision:
-        return decide(clearns.gather(self.ns, self.where, self.etcd))
+    def judge(self) -> Decision:
+        return decide(runner.gather(self.ns, self.where, self.etcd))
 
-    def apply(self, decision: clearns.Decision, calls: Counter[str]) -> tuple[dict[str, int], int]:
+    def apply(self, decision: Decision, calls: Counter[str]) -> tuple[dict[str, int], int]:
         """Apply ``decision``: the requests it made, and how many revisions the store moved."""
         start = revision(self.etcd)
         calls.clear()
-        clearns.apply(decision, self.where, self.etcd)
+        runner.apply(decision, self.where, self.etcd)
         made = dict(calls)
         return made, revision(self.etcd) - start
 

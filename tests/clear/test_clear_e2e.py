@@ -12,8 +12,9 @@ import httpx
 import pytest
 from clearkit import Server, cli, cli_json, dump, poll_for, removed_keys
 
-from launcher import clearns, tinymodel
-from launcher.etcd import Etcd
+from launcher import tinymodel
+from launcher.registrations import lock
+from launcher.registrations.etcd import Etcd
 
 pytestmark = pytest.mark.integration
 MODEL = "tiny"
@@ -121,8 +122,8 @@ def stack(
 def test_sigkilled_worker_is_cleared_and_the_other_keeps_serving(
     stack: Stack, etcd: Etcd, etcd_url: str, nats_url: str, ns: str
 ) -> None:
-    dead_lease = clearns.lease_of_rpc_port(etcd_url, ns, stack.rpc[1])
-    live_lease = clearns.lease_of_rpc_port(etcd_url, ns, stack.rpc[0])
+    dead_lease = lock.lease_of_rpc_port(etcd_url, ns, stack.rpc[1])
+    live_lease = lock.lease_of_rpc_port(etcd_url, ns, stack.rpc[0])
     assert dead_lease
     assert live_lease
     assert dead_lease != live_lease

@@ -22,9 +22,11 @@ from clearkit import (
     worker_1x,
 )
 
-from launcher import clearns, layouts, natsjs, procid
+from launcher import procid
 from launcher.errors import ConfigError, StartupError
-from launcher.etcd import Etcd, prefix_end
+from launcher.registrations import layouts, natsjs, runner
+from launcher.registrations import lock as ns_lock
+from launcher.registrations.etcd import Etcd, prefix_end
 
 pytestmark = pytest.mark.integration
 
@@ -69,16 +71,16 @@ def test_etcd_client_against_a_real_etcd(etcd: Etcd, ns: str, leases: list[int])
 
 
 def test_namespace_lock_is_exclusive_and_released(etcd_url: str, ns: str) -> None:
-    lease = clearns.acquire_lock(etcd_url, ns, "host-a pid 12", ttl=30)
+    lease = ns_lock.acquire_lock(etcd_url, ns, "host-a pid 12", ttl=30)
     with pytest.raises(
         ConfigError, match=f"namespace {ns} is already run by dynlaunch on host-a pid 12"
     ):
-        clearns.acquire_lock(etcd_url, ns, "host-b pid 13", ttl=30)
-    assert clearns.keep_lock(etcd_url, lease)
-    clearns.release_lock(etcd_url, lease)
-    assert not clearns.keep_lock(etcd_url, lease)
-    again = clearns.acquire_lock(etcd_url, ns, "host-b pid 13", ttl=30)
-    clearns.release_lock(etcd_url, again)
+        ns_lock.acquire_lock(etcd_url, ns, "host-b pid 13", ttl=30)
+    assert ns_lock.keep_lock(etcd_url, lease)
+    ns_lock.release_lock(etcd_url, lease)
+    assert not ns_lock.keep_lock(etcd_url, lease)
+    again = ns_lock.acquire_lock(etcd_url, ns, "host-b pid 13", ttl=30)
+    ns_lock.release_lock(etcd_url, again)
 
 
 def test_helpers_for_up(
@@ -88,11 +90,11 @@ def test_helpers_for_up(
     old, new = grant(etcd, leases), grant(etcd, leases)
     put_worker_1x(etcd, ns, old, rpc, system)
     put_worker_1x(etcd, ns, new, rpc, system, pub=0xABC)  # restarted on the same ports
-    assert clearns.lease_of_rpc_port(etcd_url, ns, rpc) == new
-    assert clearns.lease_of_rpc_port(etcd_url, ns, free_ports[2]) is None
-    assert clearns.revoke(etcd_url, new)
-    assert not clearns.revoke(etcd_url, new)
-    counts = clearns.clear_stale(etcd_url, ns)  # nothing listens on rpc/system: old is dead
+    assert ns_lock.lease_of_rpc_port(etcd_url, ns, rpc) == new
+    assert ns_lock.lease_of_rpc_port(etcd_url, ns, free_ports[2]) is None
+    assert ns_lock.revoke(etcd_url, new)
+    assert not ns_lock.revoke(etcd_url, new)
+    counts = ns_lock.clear_stale(etcd_url, ns)  # nothing listens on rpc/system: old is dead
     assert counts["instances"] == {"removed": 2, "kept": 0}
     assert counts["leases"]["removed"] == 1
     assert etcd.get_prefix(f"v1/instances/{ns}/") == []
@@ -188,7 +190,7 @@ def test_all_refuses_without_yes_while_dynlaunch_holds_the_namespace(
     etcd: Etcd, etcd_url: str, ns: str, leases: list[int], free_ports: list[int]
 ) -> None:
     put_worker_1x(etcd, ns, grant(etcd, leases), free_ports[0], free_ports[1])  # dead-looking
-    lock = clearns.acquire_lock(etcd_url, ns, "host-a pid 42", ttl=30)
+    lock = ns_lock.acquire_lock(etcd_url, ns, "host-a pid 42", ttl=30)
     try:
         refused = cli("clear-namespace", "--namespace", ns, "--etcd", etcd_url, "--all")
         assert refused.returncode == 2
@@ -201,7 +203,7 @@ def test_all_refuses_without_yes_while_dynlaunch_holds_the_namespace(
         assert f"namespace {ns} is held by dynlaunch on host-a pid 42" in stale_only["notes"]
         assert etcd.get(f"dynlaunch/locks/{ns}") is not None  # never touched
     finally:
-        clearns.release_lock(etcd_url, lock)
+        ns_lock.release_lock(etcd_url, lock)
 
 
 def test_all_without_yes_is_fine_when_nothing_looks_alive(
@@ -310,6 +312,6 @@ def test_file_store_entries_go_by_mtime_or_dead_owner_and_neighbours_stay(
 
 def test_runner_raises_one_line_errors(ns: str, free_ports: list[int]) -> None:
     with pytest.raises(StartupError, match="unreachable"):
-        clearns.run(ns, clearns.Endpoints("etcd", etcd=f"http://127.0.0.1:{free_ports[0]}"))
+        runner.run(ns, runner.Endpoints("etcd", etcd=f"http://127.0.0.1:{free_ports[0]}"))
     with pytest.raises(ConfigError, match="no etcd endpoint"):
-        clearns.run(ns, clearns.Endpoints("etcd"))
+        runner.run(ns, runner.Endpoints("etcd"))

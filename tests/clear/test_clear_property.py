@@ -11,8 +11,8 @@ from clearkit import worker_1x
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from launcher.clearns import LeaseFacts, Probe, Snapshot, decide
-from launcher.layouts import Entry
+from launcher.registrations.decide import LeaseFacts, Probe, Snapshot, decide
+from launcher.registrations.layouts import Entry
 
 # Prefix-colliding names first: the cases a prefix delete gets wrong.
 NAMES = [

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from launcher.errors import StartupError
-from launcher.etcd import Etcd, Timeout
+from launcher.registrations.etcd import Etcd, Timeout
 
 pytestmark = pytest.mark.integration
 

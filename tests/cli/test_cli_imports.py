@@ -16,7 +16,7 @@ HEAVY = (
     "launcher.probes",
     "launcher.resolve",
     "launcher.stack",
-    "launcher.supervisor",
+    "launcher.supervision.supervisor",
     "asyncio",  # natsjs: only with a NATS to ask
 )
 
@@ -31,9 +31,15 @@ def loaded_after(code: str) -> set[str]:
 
 def test_clear_namespace_loads_none_of_the_other_commands_modules() -> None:
     loaded = loaded_after(
-        "from launcher import cli, cli_clear, clearns\n"
+        "from launcher import cli\n"
+        "from launcher.cli import clear as cli_clear\n"
+        "from launcher.registrations import runner\n"
         "cli_clear.endpoints('ns', {}, etcd='http://127.0.0.1:1', nats=None, discovery=None,\n"
         "                    file_kv=None, state_dir=None)"
     )
-    assert {"launcher.cli", "launcher.clearns", "launcher.etcd"} <= loaded
+    assert {
+        "launcher.cli",
+        "launcher.registrations.runner",
+        "launcher.registrations.etcd",
+    } <= loaded
     assert sorted(loaded & set(HEAVY)) == []

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import httpx
 
-from launcher import deadman
+from launcher.supervision import deadman
 
 REPO = Path(__file__).resolve().parents[2]
 

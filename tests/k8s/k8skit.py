@@ -9,7 +9,7 @@ from typing import Any
 import yaml
 
 from launcher.config import Config, load_config
-from launcher.k8s import dump_yaml, render
+from launcher.k8s.render import dump_yaml, render
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"

@@ -15,9 +15,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from launcher import cli, cli_render, k8s
+from launcher.cli import render as cli_render
+from launcher.cli import up as cli
 from launcher.config import load_config
 from launcher.errors import ConfigError
+from launcher.k8s import render as k8s
 
 from .k8skit import GOLDEN, REPO, SGLANG, SGLANG_P5, by_kind, load
 

@@ -12,9 +12,9 @@ import pytest
 import typer
 from typer.core import TyperGroup
 
-from launcher import k8s
 from launcher.cli import app
-from launcher.k8s_config import DEFAULT_IMAGE
+from launcher.k8s import render as k8s
+from launcher.k8s.config import DEFAULT_IMAGE
 
 from .k8skit import REPO, SGLANG, as_kubectl_reads, dgd_of, load, pods
 
@@ -91,7 +91,8 @@ def pyproject_value(key: str) -> str:
 def test_image_installs_this_package_not_dynamo() -> None:
     assert pyproject_value("dynlaunch") == '"launcher.cli:main"'  # [project.scripts]
     readme = json.loads(pyproject_value("readme"))
-    packages = json.loads(pyproject_value("packages"))
+    # [tool.setuptools.packages.find] include = ["launcher*"]: the package and its subpackages
+    packages = [p.rstrip("*") for p in json.loads(pyproject_value("include"))]
     copies = [rest.split() for word, rest in instructions() if word == "COPY"]
     copied = {src.rstrip("/"): dest for *srcs, dest in copies for src in srcs}
     needed = {"pyproject.toml", readme, *packages}

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from launcher import k8s
 from launcher.errors import ConfigError
+from launcher.k8s import render as k8s
 
 from .k8skit import (
     CONTAINER_FIELDS,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from launcher.output import FATAL_PATTERNS, NonBlockingHandler, Relay, StreamWriter
+from launcher.supervision.output import FATAL_PATTERNS, NonBlockingHandler, Relay, StreamWriter
 
 LINES = 20_000  # ~2 MB: far more than a pipe (64 KiB) and the writer's queue below hold
 QUEUE = 64 * 1024
@@ -162,7 +162,7 @@ def _fill(fs: Path) -> Path:
 def test_a_log_file_that_cannot_be_written_never_blocks_the_child(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, fault: str, quiet: StreamWriter
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="launcher.output")
+    caplog.set_level(logging.WARNING, logger="launcher.supervision.output")
     name = f"w{uuid.uuid4().hex[:6]}"
     with _small_fs(tmp_path / "fs") as fs:
         log_path = fs / "logs" / f"{name}.log"

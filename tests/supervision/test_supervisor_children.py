@@ -11,9 +11,9 @@ import time
 import uuid
 from pathlib import Path
 
-from launcher.deadman import tagged_pids
 from launcher.plan import ProcessSpec
-from launcher.supervisor import Child, Supervisor
+from launcher.supervision.deadman import tagged_pids
+from launcher.supervision.supervisor import Child, Supervisor
 
 CHILDREN = Path(__file__).resolve().parents[1] / "children"
 

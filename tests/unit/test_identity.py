@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from launcher import clearns, control, procid
+from launcher import control, procid
 from launcher.errors import ConfigError
+from launcher.registrations import lock
 from launcher.statedir import INFRA_DIR, MARKER, StateDir
 
 
@@ -103,17 +104,17 @@ def test_a_lock_holder_is_dead_only_when_this_host_proves_it(
     sleeper: subprocess.Popen[bytes],
 ) -> None:
     real = _proc_start(sleeper.pid)
-    assert not clearns.holder_is_dead(_holder(sleeper.pid, real))
-    assert clearns.holder_is_dead(_holder(sleeper.pid, real + 1))  # the pid was reused
-    assert not clearns.holder_is_dead(_holder(sleeper.pid, real + 1, host="other-host"))
+    assert not lock.holder_is_dead(_holder(sleeper.pid, real))
+    assert lock.holder_is_dead(_holder(sleeper.pid, real + 1))  # the pid was reused
+    assert not lock.holder_is_dead(_holder(sleeper.pid, real + 1, host="other-host"))
     other_ns = f"{socket.gethostname()} pid {sleeper.pid} start {real + 1} pidns pid:[1] run r"
-    assert not clearns.holder_is_dead(other_ns)  # another container with our hostname
-    assert not clearns.holder_is_dead(f"{socket.gethostname()} pid {sleeper.pid}")  # old, alive
-    assert clearns.holder_is_dead(f"{socket.gethostname()} pid {2**22 + 1}")  # old, gone
-    assert not clearns.holder_is_dead("")
-    mine = clearns.lock_holder("abc")
+    assert not lock.holder_is_dead(other_ns)  # another container with our hostname
+    assert not lock.holder_is_dead(f"{socket.gethostname()} pid {sleeper.pid}")  # old, alive
+    assert lock.holder_is_dead(f"{socket.gethostname()} pid {2**22 + 1}")  # old, gone
+    assert not lock.holder_is_dead("")
+    mine = lock.lock_holder("abc")
     assert mine.split()[:2] == [socket.gethostname(), "pid"]
-    assert not clearns.holder_is_dead(mine)
+    assert not lock.holder_is_dead(mine)
 
 
 def test_infra_data_is_wiped_only_in_our_marked_dir(tmp_path: Path) -> None:

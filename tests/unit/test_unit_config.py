@@ -22,8 +22,8 @@ from launcher.config import (
     tiny_model_dir,
 )
 from launcher.errors import ConfigError
-from launcher.lifecycle import backoff_delay
 from launcher.plan import SYSTEM_PORT_MAX, PortSlot
+from launcher.supervision.lifecycle import backoff_delay
 
 REPO = Path(__file__).resolve().parents[2]
 SGLANG_YAML = REPO / "configs" / "sglang.yaml"

@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from launcher.config import LivenessConfig
-from launcher.lifecycle import keep_serving
-from launcher.liveness import Health, Watcher, live_url, observe
 from launcher.plan import ProcessSpec
-from launcher.supervisor import Child, Supervisor
+from launcher.supervision.lifecycle import keep_serving
+from launcher.supervision.liveness import Health, Watcher, live_url, observe
+from launcher.supervision.supervisor import Child, Supervisor
 
 CHILDREN = Path(__file__).resolve().parents[1] / "children"
 

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from launcher.k8s_config import VERSION_RE, K8sConfig
+from launcher.k8s.config import VERSION_RE, K8sConfig
 from launcher.versions import parse
 
 CONFIG_DIR = "/etc/dynlaunch"  # where a role pod's ConfigMap is mounted

@@ -1,4 +1,4 @@
-"""`dynlaunch clear-namespace`: flags -> endpoints -> clearns.run -> a table, or JSON."""
+"""`dynlaunch clear-namespace`: flags -> endpoints -> runner.run -> a table, or JSON."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import typer
 from launcher.errors import ConfigError
 
 if TYPE_CHECKING:
-    from launcher.clearns import Decision, Endpoints
+    from launcher.registrations.decide import Decision
+    from launcher.registrations.runner import Endpoints
 
 NamespaceOpt = Annotated[
     str, typer.Option("--namespace", help="The Dynamo namespace (letters, digits, - and _).")
@@ -63,8 +64,9 @@ def endpoints(
     state_dir: str | None,
 ) -> Endpoints:
     """Flags, then Dynamo's variables, then a running `dynlaunch up` of this namespace."""
-    from launcher.clearns import Endpoints, default_file_kv
-    from launcher.control import read_info, states_root
+    from launcher.control import read_info
+    from launcher.registrations.runner import Endpoints, default_file_kv
+    from launcher.statedir import states_root
 
     info = read_info(Path(state_dir) if state_dir else states_root(environ) / namespace) or {}
     kind = discovery or environ.get("DYN_DISCOVERY_BACKEND") or "etcd"
@@ -90,7 +92,7 @@ def _str(value: object) -> str | None:
 
 
 def render(decision: Decision, where: Endpoints, dry_run: bool) -> str:
-    from launcher.clearns import KINDS
+    from launcher.registrations.decide import KINDS
 
     store = where.etcd if where.discovery == "etcd" else f"file store {where.file_kv}"
     head = f"namespace {decision.namespace} ({store}{', NATS ' + where.nats if where.nats else ''})"
@@ -160,8 +162,8 @@ def clear_namespace(
       dynlaunch clear-namespace --namespace dynamo --discovery file --file-kv /tmp/dynamo_store_kv
       dynlaunch clear-namespace --namespace sglang --all --yes --json
     """
-    from launcher.clearns import run
-    from launcher.layouts import check_namespace
+    from launcher.registrations.layouts import check_namespace
+    from launcher.registrations.runner import run
 
     check_namespace(namespace)
     where = endpoints(

@@ -100,8 +100,8 @@ def render_k8s(
       dynlaunch render k8s -c configs/sglang-p5.yaml --image REGISTRY/dynlaunch:0.5.0\n
       dynlaunch render k8s -c configs/sglang.yaml --plain --dynamo-version 0.5.0
     """
-    from launcher import k8s  # pydantic and the planner: only for this command
     from launcher.config import load_config
+    from launcher.k8s import render as k8s  # pydantic and the planner: only for this command
 
     given = {k: v for k, v in locals().items() if k in FLAG_KEYS}
     flags, names = _flags(given)

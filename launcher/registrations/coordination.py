@@ -6,11 +6,11 @@ from __future__ import annotations
 import logging
 import threading
 
-from launcher import clearns
 from launcher.errors import DynlaunchError
-from launcher.etcd import Etcd
 from launcher.plan import Plan
-from launcher.supervisor import Child
+from launcher.registrations import lock
+from launcher.registrations.etcd import Etcd
+from launcher.supervision.supervisor import Child
 
 log = logging.getLogger(__name__)
 LOCK_TTL_S = 10
@@ -22,7 +22,7 @@ class Coordination:
         self.etcd = plan.etcd_endpoints
         self.nats = plan.nats_url
         self.namespace = plan.namespace
-        self.holder = clearns.lock_holder(run_id)  # host, pid, start time, run: see holder_is_dead
+        self.holder = lock.lock_holder(run_id)  # host, pid, start time, run: see holder_is_dead
         self.rpc_host = rpc_host  # the address workers advertise (a pod's IP in role mode)
         self._lease: int | None = None
         self._stop = threading.Event()
@@ -31,7 +31,7 @@ class Coordination:
     def etcd_ready(self) -> None:
         """Claim the namespace (a second `up` on it exits 2 naming this one); nothing of Dynamo
         runs yet."""
-        self._lease = clearns.acquire_lock(self.etcd, self.namespace, self.holder, LOCK_TTL_S)
+        self._lease = lock.acquire_lock(self.etcd, self.namespace, self.holder, LOCK_TTL_S)
         log.info("dynlaunch: holds namespace %r in etcd (lease %x)", self.namespace, self._lease)
         self._keeper = threading.Thread(target=self._keep, name="namespace-lock", daemon=True)
         self._keeper.start()
@@ -45,14 +45,14 @@ class Coordination:
         try:
             if self._lease is not None and etcd.lease_keepalive(self._lease) is not None:
                 return
-            self._lease = clearns.acquire_lock(self.etcd, self.namespace, self.holder, LOCK_TTL_S)
+            self._lease = lock.acquire_lock(self.etcd, self.namespace, self.holder, LOCK_TTL_S)
             log.warning("dynlaunch: namespace lock was lost; taken again")
         except DynlaunchError as err:  # etcd restarting; try again
             log.warning("dynlaunch: namespace lock: %s", err)
 
     def before_frontend(self) -> None:
         """Remove registrations whose owner is gone; a live worker's are never touched."""
-        counts = clearns.clear_stale(self.etcd, self.namespace, self.nats)
+        counts = lock.clear_stale(self.etcd, self.namespace, self.nats)
         removed = {kind: c["removed"] for kind, c in counts.items() if c["removed"]}
         if removed:
             log.info("dynlaunch: cleared stale registrations of %r: %s", self.namespace,
@@ -64,8 +64,8 @@ class Coordination:
         if child.spec.role != "worker" or port is None or not self.rpc_host:
             return  # in a pod without DYN_TCP_RPC_HOST the address is Dynamo's guess: no match
         try:
-            lease = clearns.lease_of_rpc_port(self.etcd, self.namespace, port, self.rpc_host)
-            if lease is not None and clearns.revoke(self.etcd, lease):
+            lease = lock.lease_of_rpc_port(self.etcd, self.namespace, port, self.rpc_host)
+            if lease is not None and lock.revoke(self.etcd, lease):
                 log.info(
                     "%s pid=%s: fenced: revoked its etcd lease %x", child.name, child.pid, lease
                 )
@@ -78,6 +78,6 @@ class Coordination:
             self._keeper.join(KEEPALIVE_S + 5)
         if self._lease is not None:
             try:
-                clearns.release_lock(self.etcd, self._lease)
+                lock.release_lock(self.etcd, self._lease)
             except DynlaunchError as err:
                 log.warning("dynlaunch: could not release the namespace lock: %s", err)

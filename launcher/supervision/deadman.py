@@ -1,8 +1,9 @@
 """The run's tag, and a dead-man switch that kills the run's processes if dynlaunch dies.
 
-`python -m launcher.deadman RUN_ID` reads its stdin, a pipe whose other end only dynlaunch holds.
-When dynlaunch is gone (even by SIGKILL) the read returns, and every process that still carries
-``DYNLAUNCH_RUN_ID=RUN_ID`` gets SIGTERM, then SIGKILL 3 s later. Stdlib only: it starts fast.
+`python -m launcher.supervision.deadman RUN_ID` reads its stdin, a pipe whose other end only
+dynlaunch holds. When dynlaunch is gone (even by SIGKILL) the read returns, and every process that
+still carries ``DYNLAUNCH_RUN_ID=RUN_ID`` gets SIGTERM, then SIGKILL 3 s later. Stdlib only: it
+starts fast.
 """
 
 from __future__ import annotations

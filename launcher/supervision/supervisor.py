@@ -22,10 +22,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launcher.deadman import RUN_TAG, kill_all, tagged_pids
-from launcher.liveness import Health
-from launcher.output import Relay
 from launcher.plan import ProcessSpec
+from launcher.supervision.deadman import RUN_TAG, kill_all, tagged_pids
+from launcher.supervision.liveness import Health
+from launcher.supervision.output import Relay
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +237,7 @@ class Supervisor:
         """The dead-man switch: kills this run's processes if we die without stopping them.
         Keep the returned process's stdin open for as long as the children may live."""
         return subprocess.Popen(
-            [sys.executable, "-m", "launcher.deadman", self.run_id],
+            [sys.executable, "-m", "launcher.supervision.deadman", self.run_id],
             stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL,
             start_new_session=True,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from launcher.bench import KINDS, Sample
+from launcher.bench.prefix import KINDS, Sample
 
 
 def _ms(seconds: float | None) -> str:

@@ -1,10 +1,11 @@
-"""clear-namespace: which registrations of one Dynamo namespace are stale, and removing them.
+"""clear-namespace's pure decision: which registrations of one Dynamo namespace are stale.
 
 `decide` is pure: a `Snapshot` (keys with values and leases, lease facts, which advertised addresses
 answer, file mtimes and the clock, stream names) in, a `Decision` out (leases to revoke, keys, files
-and streams to delete, every item removed or kept with its reason). The runner gathers the snapshot
-(etcd, NATS, the file store, TCP probes) and applies the decision: streams, then lease revokes, then
-keys, then files. Each step skips what is already gone, so a run cut short is finished by the next.
+and streams to delete, every item removed or kept with its reason). `runner.py` gathers the
+snapshot (etcd, NATS, the file store, TCP probes) and applies the decision: streams, then lease
+revokes, then keys, then files. Each step skips what is already gone, so a run cut short is
+finished by the next.
 
 Liveness: an owner is a lease (etcd) or an instance id (file store). It is dead when its lease is
 gone (file store: no file refreshed within 10 s), or when every transport address it advertises
@@ -21,26 +22,17 @@ between), the keys go one by one as above, and the newcomer stays.
 
 from __future__ import annotations
 
-import errno
-import ipaddress
 import logging
-import os
-import socket
-import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any, NamedTuple
 
-from launcher import layouts, procid
-from launcher.errors import ConfigError
-from launcher.etcd import Etcd
-from launcher.layouts import Entry, Reg, check_namespace
+from launcher.registrations import layouts
+from launcher.registrations.layouts import Entry, Reg, check_namespace
 
 FILE_STALE_S = 10.0  # Dynamo's file store expires an entry not refreshed for ~10 s
-PROBE_TIMEOUT_S = 0.5
 LOCK_PREFIX = "dynlaunch/locks/"
 log = logging.getLogger(__name__)
 KINDS = (
@@ -401,287 +393,3 @@ def _decide_streams(snap: Snapshot, ns: str, out: _Builder) -> None:
         else:
             out.drop(kind, name, live if out.live_count else f"namespace {ns} has no live instance")
             out.streams.append(name)
-
-
-# -- the runner: gather, apply --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Endpoints:
-    discovery: str  # "etcd" or "file"
-    etcd: str | None = None
-    nats: str | None = None
-    file_kv: str | None = None
-
-
-def default_file_kv(environ: Mapping[str, str]) -> str:
-    """Dynamo's own default for DYN_FILE_KV."""
-    tmp = environ.get("TMPDIR", "/tmp")
-    return environ.get("DYN_FILE_KV") or os.path.join(tmp, "dynamo_store_kv")
-
-
-def _is_local(host: str) -> bool:
-    """Loopback, or an address of this host (binding to it works): only those are probed."""
-    if host == "localhost":
-        return True
-    try:
-        addr = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if addr.is_loopback:
-        return True
-    with socket.socket(socket.AF_INET6 if addr.version == 6 else socket.AF_INET) as sock:
-        try:
-            sock.bind((host, 0))
-        except OSError:
-            return False
-    return True
-
-
-def probe(addr: str, timeout: float = PROBE_TIMEOUT_S) -> Probe:
-    """Does ``host:port`` accept a TCP connection? Only a refusal says no; a host that is not this
-    one is never probed."""
-    host, _, port = addr.rpartition(":")
-    host = host.strip("[]")
-    if not port.isdigit() or not _is_local(host):
-        return Probe.UNKNOWN
-    try:
-        with socket.create_connection((host, int(port)), timeout=timeout):
-            return Probe.ANSWERS
-    except OSError as err:
-        return Probe.REFUSED if err.errno == errno.ECONNREFUSED else Probe.UNKNOWN
-
-
-def read_files(root: Path) -> list[Entry]:
-    """Every entry of a Dynamo file store, keyed "v1/BUCKET/NAME", with its mtime."""
-    found: list[Entry] = []
-    base = root / "v1"
-    buckets = sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []
-    for bucket in buckets:
-        for path in sorted(bucket.iterdir()):
-            try:
-                mtime = path.stat().st_mtime
-                value = path.read_bytes() if path.is_file() else b""
-            except OSError:
-                continue  # expired in between
-            found.append(Entry(f"v1/{bucket.name}/{path.name}", value, mtime=mtime))
-    return found
-
-
-def gather(ns: str, where: Endpoints, etcd: Etcd | None = None) -> Snapshot:
-    """Read everything `decide` needs; change nothing. An unreachable store fails here, first."""
-    check_namespace(ns)
-    entries: list[Entry] = []
-    files: list[Entry] = []
-    leases: dict[int, LeaseFacts | None] = {}
-    holder: str | None = None
-    revision = 0
-    revisions: dict[str, int] = {}
-    if etcd is not None:
-        prefixes = layouts.etcd_prefixes(ns)
-        for prefix, (kvs, at) in zip(prefixes, etcd.range_prefixes(prefixes), strict=True):
-            entries += [Entry(kv.key, kv.value, kv.lease, kv.mod_revision) for kv in kvs]
-            revisions[prefix] = at
-            revision = at if prefix == "models/" else revision
-        for lease in sorted({e.lease for e in entries if e.lease}):
-            info = etcd.lease_info(lease)
-            leases[lease] = None if info is None else LeaseFacts(info.ttl, info.keys)
-        lock = etcd.get(LOCK_PREFIX + ns)
-        holder = lock.value.decode(errors="replace") if lock is not None else None
-    if where.discovery == "file":
-        files = read_files(Path(where.file_kv or default_file_kv(os.environ)))
-    streams: tuple[str, ...] | None = None
-    if where.nats:
-        from launcher import natsjs  # asyncio and nats-py: only when there is a NATS to ask
-
-        streams = tuple(natsjs.list_streams(where.nats))
-    addrs: set[str] = set()
-    regs = layouts.parse_keys(entries, ns)
-    fpubs = layouts.publishers(files)
-    for reg in [*regs, *(layouts.parse_file(e, ns, fpubs) for e in files)]:
-        if reg is not None:
-            addrs.update(reg.rpc, reg.system)
-    return Snapshot(
-        namespace=ns,
-        entries=tuple(entries),
-        files=tuple(files),
-        leases=leases,
-        probes={addr: probe(addr) for addr in sorted(addrs)},
-        streams=streams,
-        now=time.time(),
-        lock_holder=holder,
-        revision=revision,
-        revisions=revisions,
-        regs=regs,
-    )
-
-
-def apply(decision: Decision, where: Endpoints, etcd: Etcd | None = None) -> None:
-    """Streams, then lease revokes, then whole prefixes, then keys, then files; what is already
-    gone is skipped. Streams go first: a 0.5 object store is found through its card, which must
-    outlive it. A prefix goes in one transaction if nothing under it is newer than the snapshot;
-    if something is, its keys go one by one below (each only if unchanged)."""
-    if decision.delete_streams and where.nats:
-        from launcher import natsjs
-
-        natsjs.delete_streams(where.nats, decision.delete_streams)
-    if etcd is not None:
-        # One by one: a pool of threads over one httpx client (etcd.py then) revoked 1,000 leases
-        # only ~25% faster (2 cores, etcd 3.4), and 32 threads once failed with EBADF in httpx.
-        for lease in decision.revoke:
-            etcd.lease_revoke(lease)
-        cleared = tuple(
-            prefix
-            for prefix, revision in decision.delete_ranges
-            if etcd.delete_prefix_if_unchanged(prefix, revision) is not None
-        )
-        for key, revision, guard in decision.delete_keys:
-            if key.startswith(cleared):  # went with its prefix (startswith(()) is False)
-                continue
-            if guard:
-                etcd.delete_guarded(key, revision, guard, decision.guard_revision)
-            elif revision:
-                etcd.delete_if_unchanged(key, revision)
-            else:
-                etcd.delete_key(key)
-    root = Path(where.file_kv or default_file_kv(os.environ))
-    for key, mtime in decision.delete_files:
-        path = root / key
-        try:
-            if mtime is None or path.stat().st_mtime == mtime:  # refreshed since: its owner lives
-                path.unlink()
-        except FileNotFoundError:
-            continue
-
-
-def run(
-    ns: str, where: Endpoints, *, everything: bool = False, dry_run: bool = False,
-    confirm: bool = True,
-) -> Decision:  # fmt: skip
-    """Gather, decide and (unless ``dry_run``) apply. With ``everything`` and live-looking
-    instances, nothing is applied unless ``confirm``."""
-    check_namespace(ns)
-    if where.discovery == "etcd" and not where.etcd:
-        raise ConfigError("no etcd endpoint: pass --etcd URL or set ETCD_ENDPOINTS")
-    etcd = Etcd(where.etcd) if where.discovery == "etcd" and where.etcd else None
-    try:
-        decision = decide(gather(ns, where, etcd), everything=everything)
-        held = decision.live_instances or decision.lock_holder is not None
-        if everything and held and not (confirm or dry_run):
-            raise ConfigError(refusal(decision))
-        if not dry_run:
-            apply(decision, where, etcd)
-        return decision
-    finally:
-        if etcd is not None:
-            etcd.close()
-
-
-def refusal(decision: Decision) -> str:
-    """Why --all stops without --yes: live-looking instances, or a dynlaunch up's lock."""
-    n, ns = len(decision.live_instances), decision.namespace
-    said = []
-    if n:
-        first = f"{decision.live_instances[0]}{', ...' if n > 1 else ''}"
-        said.append(f"--all would remove {n} live-looking instance{'s' * (n != 1)} ({first})")
-    if decision.lock_holder is not None:
-        said.append(f"namespace {ns} is run by dynlaunch on {decision.lock_holder}")
-    return (
-        f"{'; '.join(said) if n else '--all: ' + said[0]}; add --yes if nothing of {ns} runs, "
-        "or drop --all to remove only stale state"
-    )
-
-
-# -- helpers for `dynlaunch up` -------------------------------------------------------------------
-
-
-def clear_stale(
-    etcd_url: str, namespace: str, nats_url: str | None = None
-) -> dict[str, dict[str, int]]:
-    """Remove the namespace's stale registrations (the default mode); counts per kind."""
-    return run(namespace, Endpoints("etcd", etcd=etcd_url, nats=nats_url)).counts()
-
-
-def lease_of_rpc_port(
-    etcd_url: str, namespace: str, port: int, host: str = "127.0.0.1"
-) -> int | None:
-    """The lease of the instance in v1/instances/NS/ whose transport is <host>:<port>/...;
-    the newest when there are several; None when there is none."""
-    check_namespace(namespace)
-    with Etcd(etcd_url) as etcd:
-        found = [
-            kv
-            for kv in etcd.get_prefix(f"v1/instances/{namespace}/")
-            if kv.lease and f"{host}:{port}" in layouts.addresses(layouts.load(kv.value))[0]
-        ]
-    return max(found, key=lambda kv: kv.create_revision).lease if found else None
-
-
-def revoke(etcd_url: str, lease: int) -> bool:
-    """Revoke one lease (its keys go with it); False when it was already gone."""
-    with Etcd(etcd_url) as etcd:
-        return etcd.lease_revoke(lease)
-
-
-def lock_holder(run_id: str) -> str:
-    """This launcher as its namespace lock names it: host, pid, start time, pid namespace, run."""
-    me = procid.me()
-    return (
-        f"{socket.gethostname()} pid {me['pid']} start {me['start']} "
-        f"pidns {procid.pid_namespace()} run {run_id}"
-    )
-
-
-def holder_is_dead(holder: str) -> bool:
-    """True only for a holder on this host (and pid namespace) whose process is gone or whose
-    pid now belongs to another process; a holder elsewhere, or one we cannot read, is alive."""
-    host, *rest = holder.split() or [""]
-    fields = dict(zip(rest[::2], rest[1::2], strict=False))
-    pid = fields.get("pid", "")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    if fields.get("pidns", procid.pid_namespace()) != procid.pid_namespace():
-        return False  # a container sharing the hostname: its pids are not ours to look up
-    start = fields.get("start")
-    if start is None or not start.isdigit():  # a lock written before start times: pid only
-        return procid.start_time(int(pid)) is None
-    return not procid.same_process(int(pid), int(start))
-
-
-def acquire_lock(etcd_url: str, namespace: str, holder: str, ttl: int) -> int:
-    """Claim ``dynlaunch/locks/<namespace>`` on a fresh lease (put-if-absent) and return the
-    lease; refresh it with `keep_lock` well within ``ttl``, end it with `release_lock`. A lock
-    left by a dead launcher of this host (SIGKILLed: its lease lives on for ``ttl``) is taken
-    over at once; a live holder's is refused (exit 2, naming it)."""
-    check_namespace(namespace)
-    key = LOCK_PREFIX + namespace
-    with Etcd(etcd_url) as etcd:
-        lease = etcd.lease_grant(ttl)
-        existing = etcd.put_if_absent(key, holder, lease)
-        if existing is not None and holder_is_dead(
-            other := existing.value.decode(errors="replace")
-        ):
-            if existing.lease:
-                etcd.lease_revoke(existing.lease)
-            else:
-                etcd.delete_if_unchanged(key, existing.mod_revision)
-            log.warning(
-                "dynlaunch: took over namespace %s from a dead launcher (%s)", namespace, other
-            )
-            existing = etcd.put_if_absent(key, holder, lease)
-        if existing is None:
-            return lease
-        etcd.lease_revoke(lease)
-    other = existing.value.decode(errors="replace")
-    raise ConfigError(f"namespace {namespace} is already run by dynlaunch on {other}")
-
-
-def keep_lock(etcd_url: str, lease: int) -> bool:
-    """Refresh the lock's lease; False when it is gone (the lock was lost)."""
-    with Etcd(etcd_url) as etcd:
-        return etcd.lease_keepalive(lease) is not None
-
-
-def release_lock(etcd_url: str, lease: int) -> None:
-    with Etcd(etcd_url) as etcd:
-        etcd.lease_revoke(lease)

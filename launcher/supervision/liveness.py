@@ -24,7 +24,7 @@ from launcher import probes
 
 if TYPE_CHECKING:
     from launcher.config import LivenessConfig
-    from launcher.supervisor import Child
+    from launcher.supervision.supervisor import Child
 
 PROBED_ROLES = ("frontend", "worker")
 

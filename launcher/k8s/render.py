@@ -19,8 +19,8 @@ import yaml
 
 from launcher.config import Config
 from launcher.errors import ConfigError
-from launcher.k8s_config import DNS_LABEL_RE, NAME_MAX, Toleration
-from launcher.k8s_dgd import CONFIG_DIR, Service, graph_deployment
+from launcher.k8s.config import DNS_LABEL_RE, NAME_MAX, Toleration
+from launcher.k8s.dgd import CONFIG_DIR, Service, graph_deployment
 from launcher.plan import SECRET_NAME_RE, Host, Plan, build_plan, is_secret_flag, port_slots
 from launcher.versions import parse
 

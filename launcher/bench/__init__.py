@@ -1,0 +1,1 @@
+"""`dynlaunch bench`: measurements of a running stack."""

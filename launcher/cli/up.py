@@ -1,0 +1,210 @@
+"""`dynlaunch plan` and `dynlaunch up`: flags -> overrides -> config -> plan (-> run)."""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+if TYPE_CHECKING:
+    from launcher.config import Config
+
+
+# Flag -> dotted config key. Also names the flag in error messages.
+FLAG_KEYS = {
+    "namespace": ("namespace", "--namespace"),
+    "workers": ("workers.count", "--workers"),
+    "tp": ("workers.tp", "--tp"),
+    "gpus": ("workers.gpus", "--gpus"),
+    "http_host": ("frontend.http_host", "--http-host"),
+    "http_port": ("frontend.http_port", "--http-port"),
+    "model_path": ("model.path", "--model-path"),
+    "served_model_name": ("model.served_name", "--served-model-name"),
+    "page_size": ("workers.page_size", "--page-size"),
+    "state_dir": ("state_dir", "--state-dir"),
+    "startup_timeout": ("startup_timeout_s", "--startup-timeout"),
+    "extra": ("workers.extra_args", "-- EXTRA"),
+}
+
+Backend = Annotated[
+    str,
+    typer.Argument(metavar="BACKEND", help="sglang (real GPUs) or mocker (Dynamo's mock engine)."),
+]
+ConfigPath = Annotated[
+    str | None, typer.Option("--config", "-c", help="YAML config file (see configs/).")
+]
+Namespace = Annotated[str | None, typer.Option(help="Dynamo namespace (letters, digits, - and _).")]
+Workers = Annotated[int | None, typer.Option(help="Number of workers.")]
+Tp = Annotated[int | None, typer.Option(help="GPUs per worker (tensor parallel size).")]
+Gpus = Annotated[
+    str | None,
+    typer.Option(help="GPUs to use, e.g. 0,1,2,3 (default: CUDA_VISIBLE_DEVICES, else all)."),
+]
+HttpHost = Annotated[str | None, typer.Option(help="Frontend bind address (default 127.0.0.1).")]
+HttpPort = Annotated[int | None, typer.Option(help="Frontend HTTP port (default 8000).")]
+ModelPath = Annotated[str | None, typer.Option(help="Model directory or Hugging Face id.")]
+ServedName = Annotated[str | None, typer.Option(help="Model name clients ask for.")]
+PageSize = Annotated[int | None, typer.Option(help="KV-cache page size (RadixAttention).")]
+StateDirOpt = Annotated[
+    str | None, typer.Option(help="Logs, pid and infra data (default ~/.local/state/dynlaunch/NS).")
+]
+StartupTimeout = Annotated[
+    float | None,
+    typer.Option(help="Seconds to wait for readiness (large models load for minutes)."),
+]
+Role = Annotated[
+    str,
+    typer.Option(
+        help="all: the whole stack on this host. frontend or worker: one pod of a multi-host "
+        "deployment (uses ETCD_ENDPOINTS, NATS_SERVER, DYN_NAMESPACE, DYN_SYSTEM_PORT from the "
+        "environment; never starts etcd or NATS)."
+    ),
+]
+Extra = Annotated[
+    list[str] | None,
+    typer.Argument(metavar="ENGINE_ARGS", help="Engine args after --, passed through verbatim."),
+]
+
+
+def _overrides(given: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Only the flags the user gave, as a nested dict, and which flag set each key."""
+    data: dict[str, Any] = {}
+    names: dict[str, str] = {}
+    for param, value in given.items():
+        if value is None or (param == "extra" and not value):
+            continue
+        key, flag = FLAG_KEYS[param]
+        if param == "gpus":
+            value = [g.strip() for g in str(value).split(",") if g.strip()]
+        node = data
+        parts = key.split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+        names[key] = flag
+    return data, names
+
+
+def _config(backend: str, config: str | None, given: dict[str, Any]) -> Config:
+    from launcher.config import load_config
+
+    flags, names = _overrides(given)
+    return load_config(backend, path=config, environ=os.environ, flags=flags, flag_names=names)
+
+
+def plan(
+    backend: Backend,
+    config: ConfigPath = None,
+    namespace: Namespace = None,
+    workers: Workers = None,
+    tp: Tp = None,
+    gpus: Gpus = None,
+    http_host: HttpHost = None,
+    http_port: HttpPort = None,
+    model_path: ModelPath = None,
+    served_model_name: ServedName = None,
+    page_size: PageSize = None,
+    state_dir: StateDirOpt = None,
+    startup_timeout: StartupTimeout = None,
+    role: Role = "all",
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    extra: Extra = None,
+) -> None:
+    """Print the processes `up` would start (argv, env, GPUs, ports); start nothing. Where
+    nvidia-smi finds too few GPUs, the plan shows placeholder ids (?0, ?1, ...) and a warning.
+
+    Examples:\n
+      dynlaunch plan mocker --workers 2 --json\n
+      dynlaunch plan sglang -c configs/sglang.yaml --gpus 0,1,2,3 --workers 2 --tp 2
+    """
+    from launcher.resolve import for_role, resolve_plan
+
+    given = {k: v for k, v in locals().items() if k in FLAG_KEYS}
+    cfg = for_role(_config(backend, config, given), role, os.environ)
+    the_plan = resolve_plan(backend, cfg, os.environ, reserve_for=None, role=role, dry_run=True)
+    for warning in the_plan.warnings:
+        typer.echo(f"dynlaunch: warning: {warning}", err=True)
+    if as_json:
+        typer.echo(json.dumps(the_plan.to_json(), indent=2))
+        return
+    head = (
+        f"# dynlaunch {backend}: Dynamo {the_plan.dynamo_version}, namespace {the_plan.namespace}"
+    )
+    typer.echo(f"{head}, serving {the_plan.served_model!r} at {the_plan.url}")
+    for proc in the_plan.to_json()["processes"]:
+        env = " ".join(f"{k}={v}" for k, v in proc["env"].items())
+        typer.echo(f"\n{proc['name']} ({proc['role']}) ports={proc['ports']} gpus={proc['gpus']}")
+        typer.echo(f"  env:  {env or '(inherited only)'}")
+        typer.echo(f"  argv: {' '.join(proc['argv'])}")
+
+
+def up(
+    backend: Backend,
+    config: ConfigPath = None,
+    namespace: Namespace = None,
+    workers: Workers = None,
+    tp: Tp = None,
+    gpus: Gpus = None,
+    http_host: HttpHost = None,
+    http_port: HttpPort = None,
+    model_path: ModelPath = None,
+    served_model_name: ServedName = None,
+    page_size: PageSize = None,
+    state_dir: StateDirOpt = None,
+    startup_timeout: StartupTimeout = None,
+    role: Role = "all",
+    extra: Extra = None,
+) -> None:
+    """Start the stack, wait until it serves, keep it up; Ctrl-C or SIGTERM stops it (exit 0).
+
+    Starts etcd and NATS unless ETCD_ENDPOINTS / NATS_SERVER point at running ones, then the
+    frontend, then the workers; ready when the model is listed AND a chat completion works.
+
+    Examples:\n
+      dynlaunch up mocker\n
+      dynlaunch up mocker --workers 2 --http-port 8080\n
+      dynlaunch up sglang -c configs/sglang.yaml -- --max-total-tokens 32768\n
+      dynlaunch up sglang --role worker -c /etc/dynlaunch/config.yaml   (in a worker pod)
+    """
+    from launcher import ports
+    from launcher.registrations.coordination import Coordination
+    from launcher.resolve import check_binaries, ensure_tiny_model, for_role, resolve_plan
+    from launcher.stack import Hooks, Stack
+    from launcher.statedir import StateDir
+    from launcher.supervision.supervisor import Supervisor
+
+    given = {k: v for k, v in locals().items() if k in FLAG_KEYS}
+    cfg = for_role(_config(backend, config, given), role, os.environ)
+    ensure_tiny_model(cfg, backend, os.environ)
+    me = os.getpid()
+    try:
+        # Everything that checks input runs before the state dir is created or anything deleted.
+        the_plan = resolve_plan(backend, cfg, os.environ, reserve_for=me, role=role)
+        check_binaries(the_plan)
+        run_id = uuid.uuid4().hex
+        ports.tag(me, run_id)
+        embedded = [p.role for p in the_plan.processes if p.role in ("etcd", "nats")]
+        with StateDir(Path(the_plan.state_dir), the_plan.namespace, run_id, embedded) as state:
+            state.record(run_id, the_plan, cfg.stop_timeout_s)
+            sup = Supervisor(run_id, state.logs, os.environ)
+            deadman = sup.start_deadman()  # kills the run's processes if we are SIGKILLed
+            rpc_host = "127.0.0.1" if role == "all" else os.environ.get("DYN_TCP_RPC_HOST", "")
+            etcd = Coordination(the_plan, rpc_host, run_id)
+            hooks = Hooks(
+                etcd_ready=etcd.etcd_ready if role == "all" else lambda: None,
+                before_frontend=etcd.before_frontend,
+                on_change=state.write_status,
+                on_exit=etcd.fence,
+                dynamo_stopped=etcd.release,
+            )
+            stack = Stack(the_plan, sup, cfg, hooks)
+            code = stack.run()
+            assert deadman.stdin is not None
+            deadman.stdin.close()
+    finally:
+        ports.release(me)
+    raise typer.Exit(code)

@@ -1,0 +1,1 @@
+"""`dynlaunch render k8s`: Kubernetes manifests (DynamoGraphDeployment or plain) from a config."""

@@ -1,0 +1,3 @@
+"""Children of one run: start, watch, restart, stop; their output; the dead-man switch.
+
+Imports nothing: `python -m launcher.supervision.deadman` must start fast, stdlib only."""
