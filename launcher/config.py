@@ -21,22 +21,18 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from launcher.errors import ConfigError
 from launcher.k8s.config import K8sConfig
+from launcher.names import NAMESPACE_MAX, is_namespace, is_secret_name
 
 BACKENDS = ("sglang", "mocker")
 ENV_PREFIX = "DYNLAUNCH_"
 # DYNLAUNCH_* variables that are not config keys (set by dynlaunch itself on its children).
 ENV_NOT_CONFIG = frozenset({"DYNLAUNCH_RUN_ID"})
-NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-# A DNS label's length: Kubernetes renders name resources after it, and etcd keys, NATS subjects
-# and the default state dir carry it (300 characters failed as "File name too long").
-NAMESPACE_MAX = 63
 # Each worker is a process with up to 4 ports of 20000-32767; more than this is a typo.
 WORKERS_MAX = 256
 # CUDA_VISIBLE_DEVICES entries: an index, or a GPU/MIG UUID as nvidia-smi -L prints it.
 GPU_ID_RE = re.compile(r"^(\d+|(GPU|MIG)-[A-Za-z0-9/-]+)$")
 ENDPOINT_SCHEMES = {"etcd": ("http", "https"), "nats": ("nats", "tls")}
 USERINFO_RE = re.compile(r"(?<=://)[^/@\s]*@")
-SECRET_RE = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|(^|_)KEY$", re.I)
 HF_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+$")
 
 
@@ -202,7 +198,7 @@ class Config(_Section):
     @field_validator("namespace")
     @classmethod
     def _namespace(cls, value: str) -> str:
-        if not NAMESPACE_RE.fullmatch(value):
+        if not is_namespace(value):
             raise ValueError("use letters, digits, '-' and '_' only (Dynamo's rule), not empty")
         if len(value) > NAMESPACE_MAX:
             raise ValueError(f"at most {NAMESPACE_MAX} characters (a DNS label), not {len(value)}")
@@ -340,7 +336,7 @@ def format_validation_error(err: ValidationError, layers: list[Layer]) -> str:
     if first["type"] == "extra_forbidden":
         return f"{_origin(layers, loc)}: unknown config key (see `dynlaunch up --help` or README)"
     shown = first.get("input")
-    secret = any(SECRET_RE.search(part) for part in loc)
+    secret = any(is_secret_name(part) for part in loc)
     hidden = secret or isinstance(shown, dict) or first["type"] == "missing"
     text = mask_userinfo(repr(shown))
     text = text if len(text) <= 80 else f"{text[:60]}... ({len(text)} characters)"

@@ -92,13 +92,9 @@ def status(info: Mapping[str, Any]) -> dict[str, Any]:
 def registrations(etcd: str, namespace: str) -> dict[str, int | None]:
     """How many keys of each Dynamo 1.x kind the namespace has in etcd (None: etcd unreachable)."""
     from launcher.registrations.etcd import Etcd, Timeout
+    from launcher.registrations.layouts import registration_prefixes
 
-    prefixes = {
-        "instances": f"v1/instances/{namespace}/",
-        "model_cards": f"v1/mdc/{namespace}/",
-        "event_channels": f"v1/event_channels/namespace/{namespace}/",
-        "event_sources": f"v1/event_sources/namespace/{namespace}/",
-    }
+    prefixes = registration_prefixes(namespace)
     try:
         with Etcd(etcd, Timeout(connect=1.0, read=2.0)) as client:  # a probe's short timeouts
             return {kind: client.count_prefix(prefix) for kind, prefix in prefixes.items()}

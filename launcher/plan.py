@@ -6,10 +6,8 @@ external endpoints) and passes them in, so the same inputs always give the same 
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,12 +15,11 @@ from typing import Any
 from launcher import gpus as gpu_slicing
 from launcher.config import Config, check_endpoints, mask_userinfo
 from launcher.errors import ConfigError
+from launcher.names import is_secret_flag, is_secret_name
 from launcher.versions import is_1x, sglang_module
 
 SYSTEM_PORT_MAX = 32767  # Dynamo parses DYN_SYSTEM_PORT as a signed 16-bit number
 ROLES_START_ORDER = ("etcd", "nats", "frontend", "worker")
-SECRET_NAME_RE = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_KEY|(^|_)KEY$", re.I)
-SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "apikey", "credentials"})
 
 
 @dataclass(frozen=True)
@@ -67,8 +64,7 @@ class ProcessSpec:
             "role": self.role,
             "argv": mask_argv(self.argv),
             "env": {
-                k: ("***" if SECRET_NAME_RE.search(k) else mask_userinfo(v))
-                for k, v in self.env.items()
+                k: ("***" if is_secret_name(k) else mask_userinfo(v)) for k, v in self.env.items()
             },
             "gpus": list(self.gpus),
             "ports": dict(self.ports),
@@ -104,16 +100,6 @@ class Plan:
             "processes": [p.to_json() for p in self.processes],
             "warnings": list(self.warnings),
         }
-
-
-def is_secret_flag(flag: str) -> bool:
-    """`--api-key`, `--hf-token`, `--nats-password`: a word of the flag names a secret.
-    (`--skip-tokenizer-init` does not: 'tokenizer' is not 'token'.)"""
-    if not flag.startswith("-"):
-        return False
-    words = re.split(r"[-_]+", flag.lstrip("-").lower())
-    joined = {a + b for a, b in itertools.pairwise(words)}
-    return bool(SECRET_WORDS & (set(words) | joined))
 
 
 def mask_argv(argv: tuple[str, ...]) -> list[str]:

@@ -38,10 +38,18 @@ def _write_atomic(path: Path, data: object) -> None:
     tmp.replace(path)
 
 
+STOP_MARGIN_S = 5.0  # the sweep of what is left after the last tier
+
+
+def stop_budget(tiers: int, stop_timeout_s: float) -> float:
+    """Worst case of a stop: every tier waits its timeout, plus a margin for the sweep. `down`
+    waits this long; a pod's terminationGracePeriodSeconds is at least this."""
+    return tiers * stop_timeout_s + STOP_MARGIN_S
+
+
 def plan_stop_budget(plan: Plan, stop_timeout_s: float) -> float:
-    """Worst case of a stop: every tier waits its timeout, plus a margin for the sweep."""
-    tiers = {p.role for p in plan.processes}
-    return len(tiers) * stop_timeout_s + 5.0
+    """The stop budget of a run: one tier per role it starts."""
+    return stop_budget(len({p.role for p in plan.processes}), stop_timeout_s)
 
 
 INFRA_DIR = "infra"  # embedded etcd's and NATS's data: plan.py puts them under STATE/infra/

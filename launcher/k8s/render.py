@@ -21,7 +21,9 @@ from launcher.config import Config
 from launcher.errors import ConfigError
 from launcher.k8s.config import DNS_LABEL_RE, NAME_MAX, Toleration
 from launcher.k8s.dgd import CONFIG_DIR, Service, graph_deployment
-from launcher.plan import SECRET_NAME_RE, Host, Plan, build_plan, is_secret_flag, port_slots
+from launcher.names import is_secret_flag, is_secret_name
+from launcher.plan import Host, Plan, build_plan, port_slots
+from launcher.statedir import stop_budget
 from launcher.versions import parse
 
 CONFIG_FILE = "config.yaml"
@@ -31,7 +33,6 @@ HTTP_PORT = 8000  # the operator's frontend Service targets this port (consts.Dy
 SYSTEM_PORT = 9090  # the operator's worker system port (consts.DynamoSystemPort)
 KV_EVENTS_PORT = 5557  # SGLang -> Dynamo KV events, loopback inside the worker pod
 STOP_TIERS = 2  # a pod's dynlaunch stops in tiers (workers, then the frontend)
-STOP_MARGIN_S = 5.0  # as launcher.statedir's stop budget
 PROBE_PERIOD_S = 10
 FRONTEND, WORKER = "Frontend", "SGLangWorker"
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -68,7 +69,7 @@ def role_args(role: str) -> list[str]:
 
 def stop_budget_s(cfg: Config) -> float:
     """The longest a pod's dynlaunch takes to stop: each tier gets stop_timeout_s, plus a margin."""
-    return STOP_TIERS * cfg.stop_timeout_s + STOP_MARGIN_S
+    return stop_budget(STOP_TIERS, cfg.stop_timeout_s)
 
 
 def render(cfg: Config, *, plain: bool) -> list[dict[str, Any]]:
@@ -147,7 +148,7 @@ def _refuse_secrets(cfg: Config) -> None:
         ("workers", cfg.workers.env, cfg.workers.extra_args),
     ):
         for key in env:
-            if SECRET_NAME_RE.search(key):
+            if is_secret_name(key):
                 raise ConfigError(
                     f"{section}.env.{key}: a secret is not rendered into manifests (stored in "
                     f"plain text); put it in {where}"

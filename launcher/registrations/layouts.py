@@ -20,28 +20,36 @@ from typing import Any
 from urllib.parse import unquote
 
 from launcher.errors import ConfigError
+from launcher.names import is_namespace
 
-NAMESPACE_RE = re.compile(r"[A-Za-z0-9_-]+")
 SYSTEM_URL_RE = re.compile(r"^https?://([^/]+)/v1/metadata/")
 
 
 def check_namespace(namespace: str) -> str:
-    if not NAMESPACE_RE.fullmatch(namespace or ""):
+    if not is_namespace(namespace):
         raise ConfigError(
             f"--namespace {namespace!r}: a Dynamo namespace is letters, digits, - and _ only"
         )
     return namespace
 
 
+def registration_prefixes(ns: str) -> dict[str, str]:
+    """Dynamo 1.x's etcd prefix of each kind of registration of namespace ``ns`` (what `status`
+    counts): the namespace is a whole path segment, and the trailing / keeps `ns2` out."""
+    return {
+        "instances": f"v1/instances/{ns}/",
+        "model_cards": f"v1/mdc/{ns}/",
+        "event_channels": f"v1/event_channels/namespace/{ns}/",
+        "event_sources": f"v1/event_sources/namespace/{ns}/",
+    }
+
+
 def own_prefixes(ns: str) -> tuple[str, ...]:
-    """The etcd prefixes that hold namespace ``ns``'s keys and nothing else: the namespace is a
-    whole path segment, and the trailing / keeps `ns2`, `ns-agg` and `ns_x` out."""
+    """The etcd prefixes that hold namespace ``ns``'s keys and nothing else: 1.x's registrations,
+    then 0.5's; the trailing / keeps `ns2`, `ns-agg` and `ns_x` out."""
     check_namespace(ns)
     return (
-        f"v1/instances/{ns}/",
-        f"v1/mdc/{ns}/",
-        f"v1/event_channels/namespace/{ns}/",
-        f"v1/event_sources/namespace/{ns}/",
+        *registration_prefixes(ns).values(),
         f"instances/{ns}/",
         f"kv_routers/{ns}/",
     )
