@@ -13,14 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from launcher import procid
-from launcher.errors import DynlaunchError, StartupError
+from launcher.errors import NotRunningError, StartupError
 from launcher.statedir import states_root
-
-EXIT_NOT_RUNNING = 1
-
-
-class NotRunningError(DynlaunchError):
-    exit_code = EXIT_NOT_RUNNING
 
 
 def read_info(state_dir: Path) -> dict[str, Any] | None:

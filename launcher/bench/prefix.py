@@ -18,6 +18,8 @@ from typing import Any
 
 import httpx
 
+from launcher.errors import BenchError
+
 KINDS = ("cold", "warm", "control")
 SYLLABLES = ("ka", "lo", "mi", "ne", "ru", "ti", "so", "va", "pe", "zu", "dor", "lin", "mar", "tes")
 METRICS = (  # server-side counters, when /metrics has them
@@ -121,7 +123,7 @@ class Bench:
         """The server's token count of a system prompt (one request, max_tokens 1)."""
         sample = self.send(Request("calibrate", -1, "hi"), system, max_tokens=1)
         if sample.error is not None or not sample.prompt_tokens:
-            raise RuntimeError(f"calibration request failed: {sample.error}")
+            raise BenchError(f"calibration request failed: {sample.error}")
         return sample.prompt_tokens
 
     def send(self, req: Request, system: str, max_tokens: int | None = None) -> Sample:

@@ -19,7 +19,7 @@ from launcher import __version__
 from launcher.cli import bench, control, up
 from launcher.cli.clear import clear_namespace
 from launcher.cli.render import render_app
-from launcher.errors import EXIT_USAGE, DynlaunchError
+from launcher.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DynlaunchError
 
 log = logging.getLogger("launcher")
 
@@ -75,7 +75,7 @@ def main() -> None:
     except typer.Exit as done:
         code = done.exit_code
     except typer.Abort:
-        code = 130
+        code = EXIT_INTERRUPTED
     except typer.TyperException as err:  # a usage error: bad flag value, missing argument
         ctx = getattr(err, "ctx", None)
         where = f" ({ctx.command_path})" if ctx is not None else ""
@@ -85,7 +85,7 @@ def main() -> None:
         logging.getLogger("launcher").debug("error", exc_info=True)
         typer.echo(f"dynlaunch: error: {err}", err=True)
         code = err.exit_code
-    sys.exit(code if isinstance(code, int) else 0)
+    sys.exit(code if isinstance(code, int) else EXIT_OK)
 
 
 app.command()(up.plan)

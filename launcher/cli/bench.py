@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from launcher.errors import ConfigError, StartupError
+from launcher.errors import BenchError, ConfigError
 
 bench_app = typer.Typer(help="Measure a running stack.", no_args_is_help=True)
 
@@ -64,8 +64,8 @@ def bench_prefix(
             concurrency=concurrency,
             seed=salt,
         )
-    except RuntimeError as err:
-        raise StartupError(f"{url}: {err}") from None
+    except BenchError as err:
+        raise BenchError(f"{url}: {err}") from None
     finally:
         runner.close()
     typer.echo(

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from launcher.errors import EXIT_NOT_READY, EXIT_NOT_STOPPED
+
 Target = Annotated[
     str | None, typer.Option("--namespace", help="The run's namespace (default: the only run).")
 ]
@@ -55,7 +57,7 @@ def down(
     budget = timeout if timeout is not None else float(info.get("stop_budget_s", 60.0))
     if not control.stop(info, budget):
         typer.echo(f"dynlaunch: pid {info['pid']} still running after {budget:.0f}s", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_NOT_STOPPED)
     typer.echo(f"dynlaunch: stopped pid {info['pid']} ({info['namespace']})")
 
 
@@ -81,4 +83,4 @@ def health(
         typer.echo(f"ready: {url} serves {model!r}")
         return
     typer.echo(f"not ready: {url} does not serve {model!r} yet", err=True)
-    raise typer.Exit(1)
+    raise typer.Exit(EXIT_NOT_READY)

@@ -1,7 +1,8 @@
 """A tiny etcd v3 client over etcd's JSON gateway: ranges, deletes, puts, leases, one txn.
 
 Keys and values travel base64-encoded; int64 fields travel as strings and are left out when zero.
-Every transport failure or unexpected answer is one `StartupError` line (exit 3).
+Every transport failure is one `InfraUnreachableError` line, every unexpected answer one
+`StartupError` line (both exit 3).
 
 Plain `http.client`, one kept-alive connection per endpoint, not httpx: importing httpx and
 building its client (an SSL context loading certifi's CAs) took ~0.15 s of every `dynlaunch
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
-from launcher.errors import StartupError
+from launcher.errors import InfraUnreachableError, StartupError
 
 
 class Timeout(NamedTuple):
@@ -199,7 +200,7 @@ class Etcd:
             if missing_ok and "not found" in str(message):
                 return {}
             raise StartupError(f"etcd at {endpoint.url}: {path} failed: HTTP {status} {message}")
-        raise StartupError(f"etcd at {self.label} unreachable: {last}")
+        raise InfraUnreachableError(f"etcd at {self.label} unreachable: {last}")
 
     # -- keys ---------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 
 Dynamo 0.5 keeps model files in object stores (stream ``OBJ_<bucket>``) and KV events in streams
 ``namespace-<ns>-component-<component>-kv-events``; Dynamo 1.x keeps nothing in JetStream.
-A server without JetStream has no streams. Any failure to reach the server is one `StartupError`.
+A server without JetStream has no streams. Any failure to reach the server is one
+`InfraUnreachableError`, a refusal by it one `StartupError`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from launcher.errors import StartupError
+from launcher.errors import InfraUnreachableError, StartupError
 
 if TYPE_CHECKING:  # nats-py (and aiohttp) load only when NATS is used: `dynlaunch` starts faster
     from nats.aio.client import Client
@@ -22,7 +23,8 @@ T = TypeVar("T")
 
 
 async def _quiet(_err: Exception) -> None:
-    """nats-py logs every connection error by default; ours become one StartupError line."""
+    """nats-py logs every connection error by default; ours become one InfraUnreachableError
+    line."""
 
 
 async def _connected(url: str, timeout: float, work: Callable[[Client], Awaitable[T]]) -> T:
@@ -45,11 +47,15 @@ async def _connected(url: str, timeout: float, work: Callable[[Client], Awaitabl
             timeout=2 * timeout + 1,
         )
     except (OSError, NatsError, asyncio.TimeoutError) as err:
-        raise StartupError(f"NATS at {url} unreachable: {err or type(err).__name__}") from None
+        raise InfraUnreachableError(
+            f"NATS at {url} unreachable: {err or type(err).__name__}"
+        ) from None
     try:
         return await work(nc)
     except NatsTimeout:
-        raise StartupError(f"NATS at {url}: JetStream did not answer in {timeout}s") from None
+        raise InfraUnreachableError(
+            f"NATS at {url}: JetStream did not answer in {timeout}s"
+        ) from None
     finally:
         await nc.close()
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from launcher import control, procid
-from launcher.errors import ConfigError
+from launcher.errors import ConfigError, NotRunningError
 from launcher.registrations import lock
 from launcher.statedir import INFRA_DIR, MARKER, StateDir
 
@@ -82,7 +82,7 @@ def test_read_info_and_stop_refuse_a_reused_pid(
     assert control.read_info(tmp_path) is None
     _launcher_json(tmp_path, sleeper.pid, None)  # written before start times were recorded
     assert control.read_info(tmp_path) is None
-    with pytest.raises(control.NotRunningError):
+    with pytest.raises(NotRunningError):
         control.stop({"pid": sleeper.pid, "start": real + 7}, timeout=2)
     time.sleep(0.3)
     assert sleeper.poll() is None, "an unrelated process got the signal"
