@@ -1,7 +1,11 @@
-"""`up`: bring the planned stack up in order behind readiness gates, keep it up, stop it cleanly.
+"""`up`: bring the planned stack up behind readiness gates, keep it up, stop it cleanly.
 
-Start: etcd, NATS (each healthy before the next), frontend (/health), then all workers at once;
-ready only when /v1/models lists the served model AND a one-token chat completion succeeds.
+Start: with embedded etcd and NATS, every process at once (a fresh etcd has nothing to lock or
+clear, and Dynamo's start-up outlasts etcd's); otherwise etcd and NATS first (started, or waited
+for when external), then the namespace lock and the stale-only clear, then the frontend and all
+workers at once.
+Each child with a health URL must answer it; the stack is ready only when /v1/models lists the
+served model AND a one-token chat completion succeeds (a role pod: its own processes healthy).
 Serve: a child that exits is restarted by its role's policy with capped exponential backoff (a
 Dynamo process that exits 0 has failed too: it does that when it loses its etcd lease). A
 frontend or worker that stops answering its liveness probe is fenced, stopped and restarted. A

@@ -161,8 +161,9 @@ def up(
 ) -> None:
     """Start the stack, wait until it serves, keep it up; Ctrl-C or SIGTERM stops it (exit 0).
 
-    Starts etcd and NATS unless ETCD_ENDPOINTS / NATS_SERVER point at running ones, then the
-    frontend, then the workers; ready when the model is listed AND a chat completion works.
+    Starts etcd and NATS unless ETCD_ENDPOINTS / NATS_SERVER point at running ones, the frontend
+    and the workers (with external etcd: after its namespace lock and a stale-only clear); ready
+    when the model is listed AND a chat completion works.
 
     Examples:\n
       dynlaunch up mocker\n
