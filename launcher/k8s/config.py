@@ -2,7 +2,7 @@
 
 Defaults reproduce the ai-on-eks SGLang DynamoGraphDeployment (image, resources, node pools, GPU
 toleration, HF token secret), so other node pools (g6, p5 with an instance type) are a config
-change. Validated here (pydantic, no I/O); rendered by `launcher.k8s`.
+change. Validated here (pydantic, no I/O); rendered by `launcher.k8s.render`.
 """
 
 from __future__ import annotations

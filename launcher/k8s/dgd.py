@@ -1,5 +1,5 @@
-"""A DynamoGraphDeployment as data: the services `launcher.k8s` builds, spelled in the operator's
-v1alpha1 (`spec.services`, `extraPodSpec.mainContainer`) or v1beta1 (`spec.components`,
+"""A DynamoGraphDeployment as data: the services `launcher.k8s.render` builds, spelled in the
+operator's v1alpha1 (`spec.services`, `extraPodSpec.mainContainer`) or v1beta1 (`spec.components`,
 `podTemplate` with a container named `main`) API. Pure."""
 
 from __future__ import annotations
