@@ -34,7 +34,7 @@ from launcher.config import Config
 from launcher.errors import StartupError
 from launcher.plan import ROLES_START_ORDER, Plan
 from launcher.supervision import lifecycle, liveness
-from launcher.supervision.lifecycle import Policy, RestartRules
+from launcher.supervision.lifecycle import Policy, RestartRules, State
 from launcher.supervision.supervisor import Child, Supervisor, become_subreaper, describe_status
 
 log = logging.getLogger(__name__)
@@ -191,6 +191,7 @@ class Stack:
                        partial(probes.one_token_completion, base, model), deadline)  # fmt: skip
         for child in self.children:
             child.ready = True
+            child.to(State.RUNNING, "the stack is ready")
         self.hooks.on_change(self.children)
 
     def _wait_external(self, what: str, endpoint: str, ok: Callable[[str], bool]) -> None:
@@ -238,6 +239,7 @@ class Stack:
 
     def _died_early(self, child: Child) -> None:
         assert child.status is not None
+        child.to(State.EXITED, "died before the stack was ready")
         child.relay.join(1.0)
         tail = "\n".join(f"    {line}" for line in list(child.relay.tail)[-15:])
         log.error("%s pid=%s: %s before the stack was ready; its last lines:\n%s",
@@ -282,7 +284,7 @@ class Stack:
             for child in exited:
                 # Its group may outlive it (SGLang's scheduler and detokenizer hold GPU memory).
                 self.sup.signal_group(child, signal.SIGKILL)
-                if child.kill_at is None:  # a hung one was fenced when it was found hung
+                if child.state is not State.HUNG:  # a hung one was fenced when found hung
                     self.hooks.on_exit(child)
                 self._after_exit(child, now)
             for child in self.children:
@@ -297,7 +299,8 @@ class Stack:
                 seen = health
                 self.hooks.on_change(self.children)
             self._report_fatal(now)
-            pending = [t for c in self.children for t in (c.next_start, c.kill_at) if t is not None]
+            pending = [t for c in self.children for t in (c.next_start, c.kill_at)
+                       if t is not None and c.state in (State.BACKOFF, State.HUNG)]  # fmt: skip
             self._sleep(min([IDLE_S, *(t - time.monotonic() for t in pending)]))
 
     def _enforce_liveness(self, child: Child, now: float) -> None:
@@ -306,31 +309,33 @@ class Stack:
         handled like any other: restarted by its policy."""
         if not child.alive:
             return
-        if child.kill_at is None and child.health.hung and child.health.pid == child.pid:
+        hung = child.health.hung and child.health.pid == child.pid
+        if child.state is State.RUNNING and hung:
             rules = self.cfg.liveness
             log.error("%s pid=%d: hung: no answer from %s for %d probes in a row (%.0fs apart, "
                       "%.0fs timeout); fencing and stopping it (SIGKILL in %.0fs)", child.name,
                       child.pid, liveness.live_url(str(child.spec.health_url)),
                       child.health.failures, rules.interval_s, rules.timeout_s,
                       rules.grace_s)  # fmt: skip
+            child.to(State.HUNG, f"{child.health.failures} liveness probes unanswered")
             child.kill_at = now + rules.grace_s
             self.hooks.on_exit(child)
             self.sup.signal_group(child, signal.SIGTERM)
             self.sup.signal_group(child, signal.SIGCONT)
             self.hooks.on_change(self.children)
-        elif child.kill_at is not None and now >= child.kill_at:
+        elif child.state is State.HUNG and child.kill_at is not None and now >= child.kill_at:
             log.error("%s pid=%d: still running %.0fs after SIGTERM, SIGKILL", child.name,
                       child.pid, self.cfg.liveness.grace_s)  # fmt: skip
             self.sup.signal_group(child, signal.SIGKILL)
             child.kill_at = now + IDLE_S  # again, should it still be there
 
     def _report_fatal(self, now: float) -> None:
-        fatal = [c for c in self.children if c.fatal]
+        fatal = [c for c in self.children if c.state is State.FATAL]
         if not fatal or now - self._fatal_reported < FATAL_REPORT_S:
             return
         self._fatal_reported = now
         workers = [c for c in self.children if c.spec.role == "worker"]
-        serving = sum(1 for c in workers if c.alive and not c.fatal)
+        serving = sum(1 for c in workers if c.state is State.RUNNING)
         for child in fatal:
             log.warning("%s: left stopped after a crash loop; %d of %d workers serve; its log: %s",
                         child.name, serving, len(workers), child.relay.log_path)  # fmt: skip
@@ -349,7 +354,9 @@ class Stack:
         )
         what = (f"{child.name} pid={child.pid}: {describe_status(child.status)}"
                 f"{child.exit_cause()} after {uptime:.1f}s")  # fmt: skip
+        child.to(State.EXITED, describe_status(child.status))
         if verdict.restart:
+            child.to(State.BACKOFF, f"restart in {verdict.delay_s:.1f}s")
             child.backoff_attempt = verdict.attempt
             child.next_start = now + verdict.delay_s
             log.error("%s; restart %d in %.1fs", what, child.restarts + 1, verdict.delay_s)
@@ -359,11 +366,11 @@ class Stack:
             gave_up = (f"{what}; gave up: {r.max_restarts} restarts within {r.window_s:.0f}s "
                        "(restart.max_restarts, restart.window_s)")  # fmt: skip
             others = [c for c in self.children if c.spec.role == "worker" and c is not child]
-            if lifecycle.keep_serving(child.spec.role, r.crash_loop,
-                                      others_left=sum(not c.fatal for c in others)):  # fmt: skip
-                child.fatal = True
+            left = sum(c.state is not State.FATAL for c in others)
+            if lifecycle.keep_serving(child.spec.role, r.crash_loop, others_left=left):
+                child.to(State.FATAL, "crash loop; other workers serve")
                 log.error("%s; left stopped while %d other worker(s) serve (restart.crash_loop: "
-                          "keep-serving)", gave_up, sum(not c.fatal for c in others))  # fmt: skip
+                          "keep-serving)", gave_up, left)  # fmt: skip
                 self._fatal_reported = now
                 return
             log.error("%s; stopping everything", gave_up)
@@ -381,7 +388,8 @@ class Stack:
                 self.hooks.dynamo_stopped()
             group = [c for c in self.children if c.spec.role in tier]
             for child in group:
-                child.next_start = None
+                if child.state is State.BACKOFF:
+                    child.to(State.STOPPED, "stopped during its backoff")
             killed |= self.sup.stop(group, self.cfg.stop_timeout_s,
                                     hurry=lambda: len(self.signals) > 1)  # fmt: skip
             for child in group:

@@ -1,7 +1,14 @@
-"""Pure decisions about a child that exited: restart (when), give up, or leave it down.
+"""A child's states and the pure decisions about them: restart (when), give up, or leave it down.
 
-The shell passes in the facts (exit status, uptime, recent restart times, the clock); nothing here
-reads the clock, spawns or signals.
+    PENDING -> STARTING -> RUNNING -> HUNG          (failed liveness: we SIGTERM, then SIGKILL)
+    STARTING, RUNNING, HUNG -> EXITED               (it ended on its own, or we killed it as hung)
+    EXITED -> BACKOFF -> STARTING or RUNNING        (`decide`: restart after a delay)
+    EXITED -> FATAL                                 (a worker's crash loop, others serve on)
+    STARTING, RUNNING, HUNG -> STOPPING -> STOPPED  (we stop it); BACKOFF -> STOPPED
+
+`TRANSITIONS` is the whole graph; `Child.to` (supervisor.py) refuses any other move. The shell
+passes in the facts (exit status, uptime, recent restart times, the clock); nothing here reads the
+clock, spawns or signals.
 """
 
 from __future__ import annotations
@@ -11,6 +18,42 @@ import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
+
+from launcher.errors import EXIT_FAILED, EXIT_SIGNAL_BASE
+
+
+class State(str, Enum):
+    PENDING = "pending"  # not started yet
+    STARTING = "starting"  # spawned; the stack is not ready yet
+    RUNNING = "running"
+    HUNG = "hung"  # failed liveness: fenced and SIGTERMed by us, SIGKILL due
+    EXITED = "exited"  # ended on its own; not restarted (its policy), or the run ends
+    BACKOFF = "backoff"  # ended on its own; a restart is due
+    FATAL = "fatal"  # crash-looped and left stopped while other workers serve
+    STOPPING = "stopping"  # we asked it to stop
+    STOPPED = "stopped"  # stopped by us
+
+
+TRANSITIONS: dict[State, frozenset[State]] = {
+    State.PENDING: frozenset({State.STARTING}),
+    State.STARTING: frozenset({State.RUNNING, State.EXITED, State.STOPPING}),
+    State.RUNNING: frozenset({State.HUNG, State.EXITED, State.STOPPING}),
+    State.HUNG: frozenset({State.EXITED, State.STOPPING}),
+    State.EXITED: frozenset({State.BACKOFF, State.FATAL}),
+    State.BACKOFF: frozenset({State.STARTING, State.RUNNING, State.STOPPED}),
+    State.FATAL: frozenset(),
+    State.STOPPING: frozenset({State.STOPPED}),
+    State.STOPPED: frozenset(),
+}
+
+
+class TransitionError(Exception):
+    """A move the state graph does not have: a bug in dynlaunch, never a user's error."""
+
+
+def check_transition(old: State, new: State) -> None:
+    if new not in TRANSITIONS[old]:
+        raise TransitionError(f"{old.value} -> {new.value} is not a transition of a child")
 
 
 class Policy(str, Enum):
@@ -31,16 +74,23 @@ class RestartRules:
 
 @dataclass(frozen=True)
 class Verdict:
-    restart: bool
+    next: State  # BACKOFF (restart after delay_s), EXITED (left down), FATAL (crash loop)
     delay_s: float = 0.0
     attempt: int = 0  # the backoff attempt after this decision
-    crash_loop: bool = False
+
+    @property
+    def restart(self) -> bool:
+        return self.next is State.BACKOFF
+
+    @property
+    def crash_loop(self) -> bool:
+        return self.next is State.FATAL
 
 
 def exit_code(status: int) -> int:
     """Shell convention: the child's code, or 128+N when signal N ended it."""
     code = os.waitstatus_to_exitcode(status)
-    return 128 - code if code < 0 else code
+    return EXIT_SIGNAL_BASE - code if code < 0 else code
 
 
 def failed(status: int) -> bool:
@@ -62,20 +112,18 @@ def decide(
     now: float,
     jitter: float,
 ) -> Verdict:
-    """What to do with a child that exited on its own (not one we stopped)."""
+    """What comes after EXITED for a child that ended on its own (not one we stopped)."""
     if rules.policy is Policy.NEVER or (rules.policy is Policy.ON_FAILURE and not failed(status)):
-        # RUNNING -> EXITED
-        return Verdict(restart=False)
+        return Verdict(State.EXITED)  # its policy leaves it down
     in_window = [t for t in recent_restarts if now - t <= rules.window_s]
     if len(in_window) >= rules.max_restarts:
-        # BACKOFF -> crash loop: the caller ends the run, or leaves a worker stopped (FATAL)
-        return Verdict(restart=False, crash_loop=True)
+        # A crash loop: the caller leaves a worker FATAL, or ends the run.
+        return Verdict(State.FATAL)
     if uptime_s >= rules.startsecs:
-        attempt = 0  # RUNNING -> BACKOFF, afresh
+        attempt = 0  # it had started well: the backoff starts afresh
     delay = backoff_delay(attempt, base_s=rules.backoff_base_s, cap_s=rules.backoff_cap_s,
                           jitter=jitter)  # fmt: skip
-    # STARTING/RUNNING -> BACKOFF
-    return Verdict(restart=True, delay_s=delay, attempt=attempt + 1)
+    return Verdict(State.BACKOFF, delay_s=delay, attempt=attempt + 1)
 
 
 def keep_serving(role: str, crash_loop: str, *, others_left: int) -> bool:
@@ -88,8 +136,8 @@ def keep_serving(role: str, crash_loop: str, *, others_left: int) -> bool:
 def run_exit_code(status: int) -> int:
     """The launcher's code when a child ends the run: never 0 for a failure (Dynamo exits 0
     when it loses its etcd lease)."""
-    return exit_code(status) or 1
+    return exit_code(status) or EXIT_FAILED
 
 
 def signal_exit_code(signum: int) -> int:
-    return 128 + int(signal.Signals(signum))
+    return EXIT_SIGNAL_BASE + int(signal.Signals(signum))

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from launcher import probes
+from launcher.supervision.lifecycle import State
 
 if TYPE_CHECKING:
     from launcher.config import LivenessConfig
@@ -93,7 +94,7 @@ class Watcher:
         while not self._stop.wait(max(0.0, began + self.rules.interval_s - time.monotonic())):
             began = time.monotonic()
             pid = child.pid
-            if pid is None or not child.alive or child.expected_exit or child.kill_at:
+            if pid is None or not child.alive or child.state is not State.RUNNING:
                 continue
             answer = probes.http_status(url, timeout)
             ready = answer is not None and probes.http_status(health_url, timeout) == 200

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from launcher.plan import ProcessSpec
 from launcher.supervision.deadman import RUN_TAG, kill_all, tagged_pids
+from launcher.supervision.lifecycle import State, check_transition
 from launcher.supervision.liveness import Health
 from launcher.supervision.output import Relay
 
@@ -76,14 +77,13 @@ class Child:
     status: int | None = None  # raw wait status once reaped
     restarts: int = 0
     backoff_attempt: int = 0  # consecutive quick failures, for the backoff
-    next_start: float | None = None  # when a restart is due
-    expected_exit: bool = False  # we asked it to stop
+    state: State = State.PENDING  # changed only through `to`
+    next_start: float | None = None  # BACKOFF: when the restart is due
     ready: bool = False  # the stack reached ready with this child in it
     started_wall: float = 0.0  # time.time() of the last start, for `status`
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     health: Health = field(default_factory=Health)  # what the liveness watcher last saw
-    kill_at: float | None = None  # hung: SIGTERMed by us, SIGKILL due then
-    fatal: bool = False  # crash-looped and left stopped (restart.crash_loop: keep-serving)
+    kill_at: float | None = None  # HUNG: SIGTERMed by us, SIGKILL due then
     oom_kills_at_start: int | None = None
 
     @property
@@ -94,26 +94,19 @@ class Child:
     def alive(self) -> bool:
         return self.pid is not None and self.status is None
 
-    @property
-    def state(self) -> str:
-        if self.alive:
-            if self.expected_exit:
-                return "stopping"
-            if self.kill_at is not None:
-                return "hung"  # failed liveness: being stopped, then restarted
-            return "running" if self.ready else "starting"
-        if self.fatal:
-            return "fatal"
-        if self.next_start is not None:
-            return "backoff"
-        return "stopped" if self.expected_exit else "exited" if self.pid else "pending"
+    def to(self, new: State, why: str) -> None:
+        """The one way a child's state changes; refuses a move `lifecycle.TRANSITIONS` lacks."""
+        check_transition(self.state, new)
+        log.debug("%s pid=%s: %s -> %s (%s)", self.name, self.pid, self.state.value, new.value, why)
+        self.state = new
 
     def exit_cause(self) -> str:
-        """Why it exited, as far as we can tell: '' or ' (...)' to add to describe_status."""
+        """Why it exited (call before its state moves on from the one it died in): '' or ' (...)'
+        to add to describe_status."""
         assert self.status is not None
-        if self.expected_exit:
+        if self.state is State.STOPPING:
             return ""
-        if self.kill_at is not None:
+        if self.state is State.HUNG:
             return " (dynlaunch stopped it: it failed liveness)"
         if os.WIFSIGNALED(self.status) and os.WTERMSIG(self.status) == signal.SIGKILL:
             now = oom_kills()
@@ -155,7 +148,8 @@ class Supervisor:
         )
         assert proc.stdout is not None
         child.proc, child.pid, child.status = proc, proc.pid, None
-        child.started_at, child.next_start, child.expected_exit = now, None, False
+        child.to(State.RUNNING if child.ready else State.STARTING, "spawned")
+        child.started_at, child.next_start = now, None
         child.kill_at, child.oom_kills_at_start = None, oom_kills()
         child.health = Health()  # a new process: liveness starts afresh
         child.started_wall = time.time()
@@ -199,8 +193,8 @@ class Supervisor:
         """
         group = [c for c in children if c.pid is not None]
         for child in group:
-            child.expected_exit = True
             if child.alive:
+                child.to(State.STOPPING, "asked to stop")
                 log.info("%s pid=%d: stopping (SIGTERM)", child.name, child.pid)
                 self.signal_group(child, signal.SIGTERM)
         deadline = time.monotonic() + timeout
@@ -219,6 +213,8 @@ class Supervisor:
             self.reap()
             time.sleep(0.02)
         for child in group:
+            if child.state is State.STOPPING:
+                child.to(State.STOPPED, describe_status(child.status or 0))
             child.relay.join(1.0)
         return killed
 

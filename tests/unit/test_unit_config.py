@@ -1,4 +1,4 @@
-"""Config layers and their error messages; GPU slicing, versions, fixed ports, restart backoff."""
+"""Config layers and their error messages; GPU slicing, versions, fixed ports."""
 
 from __future__ import annotations
 
@@ -23,7 +23,6 @@ from launcher.config import (
 )
 from launcher.errors import ConfigError
 from launcher.plan import SYSTEM_PORT_MAX, PortSlot
-from launcher.supervision.lifecycle import backoff_delay
 
 REPO = Path(__file__).resolve().parents[2]
 SGLANG_YAML = REPO / "configs" / "sglang.yaml"
@@ -506,46 +505,6 @@ def test_fixed_port_errors(slots: Sequence[PortSlot], needles: tuple[str, ...]) 
         ports.allocate(slots, seed="test-unit-config", bind_hosts={}, reserve_for=None)
     for needle in needles:
         assert needle in str(err.value)
-
-
-# -- restart backoff -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    ("attempt", "cap", "want"),
-    [
-        (0, 30.0, 1.0),
-        (1, 30.0, 2.0),
-        (2, 30.0, 4.0),
-        (4, 30.0, 16.0),
-        (5, 30.0, 30.0),  # 32 capped
-        (20, 30.0, 30.0),
-        (3, 5.0, 5.0),
-        (0, 0.5, 0.5),
-    ],
-)
-def test_backoff_without_jitter(attempt: int, cap: float, want: float) -> None:
-    assert backoff_delay(attempt, base_s=1.0, cap_s=cap, jitter=0.0) == want
-
-
-@pytest.mark.parametrize("jitter", [0.0, 0.25, 0.5, 0.999])
-def test_backoff_grows_and_is_capped(jitter: float) -> None:
-    delays = [backoff_delay(a, base_s=1.0, cap_s=30.0, jitter=jitter) for a in range(40)]
-    assert delays == sorted(delays)
-    assert max(delays) <= 30.0
-    assert delays[-1] == pytest.approx(30.0 * (1 - 0.2 * jitter))
-
-
-@pytest.mark.parametrize("attempt", [0, 3, 10])
-@pytest.mark.parametrize("jitter", [0.0, 0.1, 0.5, 0.9, 0.999999])
-def test_backoff_jitter_takes_off_at_most_20_percent(attempt: int, jitter: float) -> None:
-    plain = backoff_delay(attempt, base_s=1.0, cap_s=30.0, jitter=0.0)
-    jittered = backoff_delay(attempt, base_s=1.0, cap_s=30.0, jitter=jitter)
-    assert 0.8 * plain <= jittered <= plain
-
-
-def test_backoff_never_overflows() -> None:
-    assert backoff_delay(1024, base_s=1.0, cap_s=30.0, jitter=0.0) == 30.0
 
 
 def test_env_section_keeps_variable_case() -> None:

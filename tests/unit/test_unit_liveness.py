@@ -16,7 +16,7 @@ import pytest
 
 from launcher.config import LivenessConfig
 from launcher.plan import ProcessSpec
-from launcher.supervision.lifecycle import keep_serving
+from launcher.supervision.lifecycle import State, keep_serving
 from launcher.supervision.liveness import Health, Watcher, live_url, observe
 from launcher.supervision.supervisor import Child, Supervisor
 
@@ -98,7 +98,7 @@ def spawn(tmp_path: Path) -> Iterator[Callable[..., Child]]:
                            health_url=f"http://127.0.0.1:{port}/health")  # fmt: skip
         child = sup.add(spec, 4)
         sup.spawn(child, time.monotonic())
-        child.ready = True
+        child.to(State.RUNNING, "the test says it is ready")
         children.append(child)
         return child
 
