@@ -350,8 +350,7 @@ class Relay:
 
 
 _writers_lock = threading.Lock()
-_console: StreamWriter | None = None
-_stderr: StreamWriter | None = None
+_streams: dict[int, StreamWriter] = {}  # fd -> the process's one writer to it
 _pumps: list[_Pump] = []
 
 
@@ -360,23 +359,17 @@ def _register(pump: _Pump) -> None:
         _pumps.append(pump)
 
 
+def _stream(fd: int, what: str) -> StreamWriter:
+    with _writers_lock:
+        if fd not in _streams:
+            _streams[fd] = StreamWriter(fd, what)
+            _pumps.append(_streams[fd])
+        return _streams[fd]
+
+
 def console() -> StreamWriter:
     """The process's one writer of children's lines to fd 1."""
-    global _console
-    with _writers_lock:
-        if _console is None:
-            _console = StreamWriter(1, "lines")
-            _pumps.append(_console)
-        return _console
-
-
-def _stderr_writer() -> StreamWriter:
-    global _stderr
-    with _writers_lock:
-        if _stderr is None:
-            _stderr = StreamWriter(2, "log lines")
-            _pumps.append(_stderr)
-        return _stderr
+    return _stream(1, "lines")
 
 
 class NonBlockingHandler(logging.Handler):
@@ -413,7 +406,7 @@ def install_logging(level: int, fmt: str, datefmt: str) -> None:
     root = logging.getLogger()
     if root.handlers:
         return
-    handler = NonBlockingHandler(_stderr_writer())
+    handler = NonBlockingHandler(_stream(2, "log lines"))
     handler.setFormatter(logging.Formatter(fmt, datefmt))
     root.addHandler(handler)
     root.setLevel(level)
