@@ -12,7 +12,7 @@ import sys
 import time
 from pathlib import Path
 
-from launcher.supervision.deadman import tagged_pids
+from testkit.procs import tagged_pids
 
 state, port = sys.argv[1], sys.argv[2]
 cli = [sys.executable, "-m", "launcher"]

@@ -9,16 +9,24 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
-from clearkit import Server, poll_for
+from clearkit import Server
 
 from launcher import ports
 from launcher.plan import PortSlot
-from launcher.probes import etcd_ok, nats_ok
 from launcher.registrations.etcd import Etcd
-from launcher.resolve import find_binary
+from testkit.etcd import PrivateEtcd
+from testkit.net import poll_for
 
 SPARE_PORTS = 16
+
+
+def answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1, trust_env=False).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 @pytest.fixture(scope="session")
@@ -40,33 +48,20 @@ def free_ports(port_pool: list[int]) -> list[int]:
 
 @pytest.fixture(scope="session")
 def etcd_url(tmp_path_factory: pytest.TempPathFactory, port_pool: list[int]) -> Iterator[str]:
-    binary = find_binary("etcd", os.environ)
-    if shutil.which(binary) is None:
+    if shutil.which("etcd", path="/usr/bin:" + os.environ.get("PATH", "")) is None:
         pytest.fail("etcd is not installed: apt-get install etcd-server")
     root = tmp_path_factory.mktemp("etcd")
-    client, peer = port_pool[0], port_pool[1]
-    url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
-    server = Server(
-        [
-            binary, "--name", "cleartest", "--data-dir", str(root / "data"),
-            "--listen-client-urls", url, "--advertise-client-urls", url,
-            "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-            "--initial-cluster", f"cleartest={peer_url}", "--log-level", "warn",
-        ],
-        root / "etcd.log",
-    )  # fmt: skip
+    server = PrivateEtcd(root, (port_pool[0], port_pool[1]), name="cleartest").start()
     try:
-        poll_for(lambda: etcd_ok(url) or not server.alive(), 20, "etcd to answer")
-        assert server.alive(), server.tail()
-        yield url
+        yield server.url
     finally:
         server.stop()
 
 
 @pytest.fixture(scope="session")
 def nats_url(tmp_path_factory: pytest.TempPathFactory, port_pool: list[int]) -> Iterator[str]:
-    binary = find_binary("nats-server", os.environ)
-    if shutil.which(binary) is None:
+    binary = shutil.which("nats-server", path="/usr/sbin:/usr/bin:" + os.environ.get("PATH", ""))
+    if binary is None:
         pytest.fail("nats-server is not installed: apt-get install nats-server")
     root = tmp_path_factory.mktemp("nats")
     client, monitor = port_pool[2], port_pool[3]
@@ -77,7 +72,8 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory, port_pool: list[int]) -> 
         root / "nats.log",
     )  # fmt: skip
     try:
-        poll_for(lambda: nats_ok(url) or not server.alive(), 20, "nats-server to answer")
+        healthz = f"http://127.0.0.1:{monitor}/healthz"
+        poll_for(lambda: answers(healthz) or not server.alive(), 20, "nats-server to answer")
         assert server.alive(), server.tail()
         yield url
     finally:

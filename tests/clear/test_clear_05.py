@@ -9,10 +9,11 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from clearkit import cli_json, dump, make_streams, removed_keys
+from clearkit import cli_json, make_streams, removed_keys
 
 from launcher.registrations import natsjs
 from launcher.registrations.etcd import Etcd
+from testkit.etcd import dump
 
 pytestmark = pytest.mark.integration
 

@@ -11,23 +11,16 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from clearkit import (
-    cli_json,
-    dump,
-    listening,
-    put_many,
-    put_worker_1x,
-    removed_keys,
-    revision,
-    stale_workers_1x,
-    worker_1x,
-)
+from clearkit import cli_json, removed_keys
 
 from launcher.registrations import layouts, runner
 from launcher.registrations.decide import Decision, LeaseFacts, Probe, RangeDelete, Snapshot, decide
 from launcher.registrations.etcd import Etcd
 from launcher.registrations.layouts import Entry
 from launcher.registrations.runner import Endpoints
+from testkit.dynamo import put_worker_1x, stale_workers_1x, worker_1x
+from testkit.etcd import dump, put_many, revision
+from testkit.net import listening
 
 pytestmark = pytest.mark.integration
 

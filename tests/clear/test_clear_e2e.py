@@ -10,11 +10,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from clearkit import Server, cli, cli_json, dump, poll_for, removed_keys
+from clearkit import Server, cli, cli_json, removed_keys
 
 from launcher import tinymodel
 from launcher.registrations import lock
 from launcher.registrations.etcd import Etcd
+from testkit.etcd import dump
+from testkit.net import poll_for
 
 pytestmark = pytest.mark.integration
 MODEL = "tiny"

@@ -11,22 +11,16 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from clearkit import (
-    cli,
-    cli_json,
-    dump,
-    listening,
-    make_streams,
-    put_worker_1x,
-    removed_keys,
-    worker_1x,
-)
+from clearkit import cli, cli_json, make_streams, removed_keys
 
 from launcher import procid
 from launcher.errors import ConfigError, StartupError
 from launcher.registrations import layouts, natsjs, runner
 from launcher.registrations import lock as ns_lock
 from launcher.registrations.etcd import Etcd, prefix_end
+from testkit.dynamo import put_worker_1x, worker_1x
+from testkit.etcd import dump
+from testkit.net import listening
 
 pytestmark = pytest.mark.integration
 

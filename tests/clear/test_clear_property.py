@@ -7,12 +7,12 @@ import json
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from clearkit import worker_1x
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from launcher.registrations.decide import LeaseFacts, Probe, Snapshot, decide
 from launcher.registrations.layouts import Entry
+from testkit.dynamo import worker_1x
 
 # Prefix-colliding names first: the cases a prefix delete gets wrong.
 NAMES = [

@@ -6,11 +6,11 @@ import json
 from urllib.parse import quote
 
 import pytest
-from clearkit import worker_1x
 
 from launcher.errors import ConfigError
 from launcher.registrations.decide import Item, LeaseFacts, Probe, Snapshot, decide
 from launcher.registrations.layouts import Entry, addresses, namespace_stream, slugify
+from testkit.dynamo import worker_1x
 
 A, B, C = 0x390DA21B1A92F613, 0x390DA21B1A92F61A, 0x390DA21B1A92F700
 

@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from launcher import __version__
+from testkit.net import held_port as kit_held_port
 
 REPO = Path(__file__).resolve().parents[2]
 # Variables of the caller's environment that would change what the CLI does.
@@ -81,10 +82,8 @@ def home(tmp_path: Path) -> Path:
 @pytest.fixture
 def held_port() -> Iterator[int]:
     """A port this test process listens on (127.0.0.1)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1)
-        yield sock.getsockname()[1]
+    with kit_held_port() as port:
+        yield port
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ real etcd, nats-server, `sleep` processes; etcd is read through its raw JSON gat
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -19,7 +18,11 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from launcher_run import REPO, Launcher, free_port, poll_for
+from launcher_run import REPO, Launcher
+
+from testkit import procs
+from testkit.etcd import Gateway, PrivateEtcd
+from testkit.net import free_port, poll_for
 
 pytestmark = pytest.mark.integration
 LOCK_PREFIX = "dynlaunch/locks/"
@@ -45,22 +48,14 @@ def run_cli(
     )
 
 
-def _b64(text: str) -> str:
-    return base64.b64encode(text.encode()).decode()
-
-
 def etcd_get(url: str, key: str) -> dict[str, object] | None:
     """The key as etcd's own gateway returns it (value decoded, lease), or None."""
-    got = httpx.post(f"{url}/v3/kv/range", json={"key": _b64(key)}, timeout=5).json()
-    if not got.get("kvs"):
-        return None
-    kv = got["kvs"][0]
-    return {"value": base64.b64decode(kv["value"]).decode(), "lease": int(kv.get("lease", 0))}
+    kv = Gateway(url).get(key)
+    return None if kv is None else {"value": kv[1].decode(), "lease": kv[2]}
 
 
 def etcd_put(url: str, key: str, value: str) -> None:
-    body = {"key": _b64(key), "value": _b64(value)}
-    httpx.post(f"{url}/v3/kv/put", json=body, timeout=5).raise_for_status()
+    Gateway(url).put(key, value)
 
 
 def _answers(url: str) -> bool:
@@ -70,38 +65,9 @@ def _answers(url: str) -> bool:
         return False
 
 
-class Etcd:
-    """A real etcd on loopback with the data dir the test chooses."""
-
-    def __init__(self, data_dir: Path, log: Path) -> None:
-        self.data_dir = data_dir
-        self.client, self.peer = free_port(), free_port()
-        self.url = f"http://127.0.0.1:{self.client}"
-        self.log = log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> Etcd:
-        peer = f"http://127.0.0.1:{self.peer}"
-        argv = [
-            "etcd", "--name", "own", "--data-dir", str(self.data_dir),
-            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"own={peer}", "--log-level", "warn",
-        ]  # fmt: skip
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-        poll_for(lambda: _answers(f"{self.url}/health"), 30, "etcd to answer")
-        return self
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(20)
-
-
 @pytest.fixture
-def etcds() -> Iterator[list[Etcd]]:
-    started: list[Etcd] = []
+def etcds() -> Iterator[list[PrivateEtcd]]:
+    started: list[PrivateEtcd] = []
     yield started
     for server in started:
         server.stop()
@@ -132,17 +98,19 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
 
 
 def _start_of(pid: int) -> int:
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    start = procs.start_time(pid)
+    assert start is not None, pid
+    return start
 
 
 # -- deletes only what it created ---------------------------------------------------------------
 
 
 def test_a_failed_up_leaves_an_external_etcd_and_its_data_dir_alone(
-    tmp_path: Path, etcds: list[Etcd], nats: str
+    tmp_path: Path, etcds: list[PrivateEtcd], nats: str
 ) -> None:
     state = tmp_path / "state"
-    etcd = Etcd(state / "etcd", tmp_path / "etcd.log").start()  # its data dir is STATE/etcd
+    etcd = PrivateEtcd(tmp_path, data_dir=state / "etcd").start()  # its data dir is STATE/etcd
     etcds.append(etcd)
     etcd_put(etcd.url, "precious", "v1")
     (state / "nats").mkdir()
@@ -229,7 +197,7 @@ def test_status_and_down_do_not_take_a_reused_pid_for_the_launcher(
     down = run_cli(["down", "--state-dir", str(state), "--timeout", "3"], tmp_path)
     assert down.returncode == 1, down.stdout + down.stderr
     assert sleeper.poll() is None, "down signalled a process that is not dynlaunch"
-    assert Path(f"/proc/{sleeper.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] in "SR"
+    assert procs.state(sleeper.pid) in ("S", "R")
 
 
 def test_the_allocator_hands_out_ports_of_a_reused_pid(
@@ -273,9 +241,9 @@ def _keep_alive(url: str, lease: int, stop: threading.Event) -> None:
 
 
 def test_the_lock_of_a_sigkilled_up_is_taken_over_and_a_live_one_refuses(
-    tmp_path: Path, etcds: list[Etcd], nats: str
+    tmp_path: Path, etcds: list[PrivateEtcd], nats: str
 ) -> None:
-    etcd = Etcd(tmp_path / "etcd-data", tmp_path / "etcd.log").start()
+    etcd = PrivateEtcd(tmp_path, data_dir=tmp_path / "etcd-data").start()
     etcds.append(etcd)
     env = {"ETCD_ENDPOINTS": etcd.url, "NATS_SERVER": nats}
     ns = f"lk-{uuid.uuid4().hex[:8]}"

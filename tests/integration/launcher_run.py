@@ -6,33 +6,17 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 
-from launcher.supervision import deadman
+from testkit.net import poll_for
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def poll_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.1)
 
 
 def chat_ok(port: int) -> bool:
@@ -43,11 +27,6 @@ def chat_ok(port: int) -> bool:
         return httpx.post(url, json=body, timeout=30).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def tagged_pids(run_id: str) -> set[int]:
-    """Live processes carrying this run's environment tag."""
-    return set(deadman.tagged_pids(run_id))
 
 
 class Launcher:

@@ -9,7 +9,9 @@ import uuid
 from pathlib import Path
 
 import pytest
-from launcher_run import REPO, Launcher, free_port
+from launcher_run import REPO, Launcher
+
+from testkit.net import free_port
 
 pytestmark = pytest.mark.integration
 

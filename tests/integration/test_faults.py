@@ -17,7 +17,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from launcher_run import REPO, Launcher, chat_ok, free_port, poll_for, tagged_pids
+from launcher_run import REPO, Launcher, chat_ok
+
+from testkit import procs
+from testkit.net import free_port, poll_for
+from testkit.procs import tagged_pids
 
 pytestmark = pytest.mark.integration
 
@@ -52,20 +56,6 @@ def test_sigkill_of_the_launcher_leaves_no_process(started: list[Launcher], tmp_
     poll_for(lambda: not tagged_pids(run_id), 5, "the run's processes to die")
 
 
-def _children_of(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(c) for c in (task / "children").read_text().split()]
-    return found
-
-
-def _state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare"), reason="needs root")
 def test_as_pid_1_it_reaps_orphans_and_stops_cleanly_on_sigterm(
     started: list[Launcher], tmp_path: Path
@@ -73,7 +63,7 @@ def test_as_pid_1_it_reaps_orphans_and_stops_cleanly_on_sigterm(
     prefix = ("unshare", "--pid", "--fork", "--mount-proc")
     launcher, port = _up(started, tmp_path, prefix=prefix)
     launcher.wait_ready()
-    (pid1,) = _children_of(launcher.proc.pid)  # dynlaunch, PID 1 inside the namespace
+    (pid1,) = procs.children_of(launcher.proc.pid)  # dynlaunch, PID 1 inside the namespace
     assert _ns_pid(pid1) == 1
     # An orphan: its parent exits at once, so the kernel hands it to the namespace's PID 1.
     out = subprocess.run(
@@ -85,11 +75,11 @@ def test_as_pid_1_it_reaps_orphans_and_stops_cleanly_on_sigterm(
     orphans: list[int] = []
 
     def handed_over() -> bool:
-        orphans[:] = [p for p in _children_of(pid1) if _ns_pid(p) == orphan_ns_pid]
+        orphans[:] = [p for p in procs.children_of(pid1) if _ns_pid(p) == orphan_ns_pid]
         return bool(orphans)
 
     poll_for(handed_over, 2, "the orphan to be handed to dynlaunch")
-    poll_for(lambda: _state(orphans[0]) is None, 10, "the orphan to be reaped (no zombie)")
+    poll_for(lambda: procs.state(orphans[0]) is None, 10, "the orphan to be reaped (no zombie)")
     assert chat_ok(port)
     os.kill(pid1, signal.SIGTERM)  # what `docker stop` does
     assert launcher.wait(60) == 0, launcher.dump()

@@ -4,7 +4,6 @@ crash-loops is left stopped while the other serves, and the stack stops when non
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -19,7 +18,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from launcher_run import REPO, Launcher, Load, chat_ok, free_port, poll_for
+from launcher_run import REPO, Launcher, Load, chat_ok
+
+from testkit import procs
+from testkit.etcd import Gateway
+from testkit.net import free_port, poll_for
 
 pytestmark = pytest.mark.integration
 
@@ -51,20 +54,6 @@ def _status(launcher: Launcher) -> dict[str, dict[str, object]]:
     return {c["name"]: c for c in json.loads(out.stdout)["children"]}
 
 
-def _ppid(pid: int) -> int | None:
-    try:
-        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-    except OSError:
-        return None
-
-
-def _state(pid: int) -> str | None:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
 def test_a_stopped_worker_is_replaced_within_30s_and_no_request_fails(
     started: list[Launcher], tmp_path: Path
 ) -> None:
@@ -79,11 +68,13 @@ def test_a_stopped_worker_is_replaced_within_30s_and_no_request_fails(
     poll_for(lambda: _starts(launcher, "worker-0") == 2, 40, "worker-0's replacement")
     replaced_after = time.monotonic() - stopped_at
     new = launcher.child_pid("worker-0", 2)
-    poll_for(lambda: _state(hung) is None, 10, "the hung worker to be gone")  # killed and reaped
+    poll_for(
+        lambda: procs.state(hung) is None, 10, "the hung worker to be gone"
+    )  # killed and reaped
     time.sleep(3)  # the replacement serves too
     results = load.stop()
     assert replaced_after < 30, launcher.dump()
-    assert _ppid(new) == launcher.proc.pid  # a real child of the launcher, running
+    assert procs.ppid(new) == launcher.proc.pid  # a real child of the launcher, running
     assert any("hung: no answer from" in x and "worker-0" in x for x in launcher.err)
     assert len(results) >= 50
     assert Load.failed(results) == 0, f"{Load.failed(results)} of {len(results)} failed"
@@ -219,30 +210,16 @@ def test_a_model_without_a_tokenizer_fails_fast_naming_the_cause(
     assert took < 120  # not the 600 s start-up deadline
 
 
-def _etcd(launcher: Launcher, path: str, body: dict[str, object]) -> dict[str, object]:
-    """etcd's own JSON gateway, not our client."""
-    url = str(launcher.info()["etcd"]).split(",")[0].rstrip("/") + path
-    reply = httpx.post(url, json=body, timeout=5).json()
-    assert isinstance(reply, dict)
-    return reply
-
-
 def test_a_worker_that_loses_its_lease_is_logged_with_that_cause(
     started: list[Launcher], tmp_path: Path
 ) -> None:
     launcher, port = _up(started, tmp_path)
     launcher.wait_ready()
     ns = str(launcher.info()["namespace"])
-    prefix = f"v1/instances/{ns}/".encode()
-    found = _etcd(launcher, "/v3/kv/range", {
-        "key": base64.b64encode(prefix).decode(),
-        "range_end": base64.b64encode(prefix[:-1] + b"0").decode(),
-    })  # fmt: skip
-    kvs = found["kvs"]
-    assert isinstance(kvs, list)
-    leases = {int(kv["lease"]) for kv in kvs}
+    etcd = Gateway(str(launcher.info()["etcd"]))  # etcd's own JSON gateway, not our client
+    leases = {kv[2] for kv in etcd.dump(f"v1/instances/{ns}/")}
     assert len(leases) == 1  # one worker
-    _etcd(launcher, "/v3/lease/revoke", {"ID": leases.pop()})
+    etcd.lease_revoke(leases.pop())
     poll_for(lambda: launcher.stderr_has("restart 1 in"), 60, "worker-0 to exit")
     line = next(x for x in launcher.err if "restart 1 in" in x)
     assert "worker-0" in line

@@ -19,7 +19,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from launcher_run import REPO, chat_ok, free_port, poll_for, tagged_pids
+from launcher_run import REPO, chat_ok
+
+from testkit.net import free_port, poll_for
+from testkit.procs import tagged_pids
 
 pytestmark = pytest.mark.integration
 

@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from launcher_run import Launcher, chat_ok, free_port, poll_for
+from launcher_run import Launcher, chat_ok
 
-from launcher.probes import etcd_ok, nats_ok
-from launcher.resolve import find_binary
+from testkit.etcd import PrivateEtcd
+from testkit.net import accepts, free_port, poll_for
 
 pytestmark = pytest.mark.integration
 
@@ -20,25 +20,16 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def infra(tmp_path: Path) -> Iterator[dict[str, str]]:
     """A real etcd and nats-server on loopback, like the ones the operator runs."""
-    client, peer, nats = free_port(), free_port(), free_port()
-    url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
-    etcd_argv = [
-        find_binary("etcd", {}), "--data-dir", str(tmp_path / "etcd"),
-        "--listen-client-urls", url, "--advertise-client-urls", url,
-        "--listen-peer-urls", peer_url, "--initial-advertise-peer-urls", peer_url,
-        "--initial-cluster", f"default={peer_url}", "--log-level", "warn",
-    ]  # fmt: skip
-    nats_argv = [find_binary("nats-server", {}), "-a", "127.0.0.1", "-p", str(nats), "-js",
+    etcd = PrivateEtcd(tmp_path / "etcd", name="default").start()
+    nats = free_port()
+    nats_argv = ["nats-server", "-a", "127.0.0.1", "-p", str(nats), "-js",
                  "-sd", str(tmp_path / "nats")]  # fmt: skip
-    servers = [
-        subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        for argv in (etcd_argv, nats_argv)
-    ]
+    server = subprocess.Popen(nats_argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         nats_url = f"nats://127.0.0.1:{nats}"
-        poll_for(lambda: etcd_ok(url) and nats_ok(nats_url), 20, "etcd and NATS")
+        poll_for(lambda: accepts(nats), 20, "NATS")
         yield {
-            "ETCD_ENDPOINTS": url,
+            "ETCD_ENDPOINTS": etcd.url,
             "NATS_SERVER": nats_url,
             "DYN_NAMESPACE": f"pods-{uuid.uuid4().hex[:6]}",
             # A pod leaves these to Dynamo (its own IP); on this test host they keep to loopback.
@@ -48,9 +39,9 @@ def infra(tmp_path: Path) -> Iterator[dict[str, str]]:
             "DYN_EVENT_PLANE_HOST": "127.0.0.1",
         }
     finally:
-        for server in servers:
-            server.terminate()
-            server.wait(10)
+        etcd.stop()
+        server.terminate()
+        server.wait(10)
 
 
 def test_frontend_and_worker_pods_form_one_stack(infra: dict[str, str], tmp_path: Path) -> None:

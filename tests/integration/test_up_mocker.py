@@ -11,7 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from launcher_run import Launcher, free_port, poll_for, tagged_pids
+from launcher_run import Launcher
+
+from testkit import procs
+from testkit.net import free_port, poll_for
+from testkit.procs import tagged_pids
 
 pytestmark = pytest.mark.integration
 
@@ -69,7 +73,7 @@ def test_two_workers_serve_then_sigterm_leaves_nothing(
     assert launcher.stop(signal.SIGTERM) == 0, launcher.dump()
     assert tagged_pids(run_id) == set()
     for pid in children:
-        assert not Path(f"/proc/{pid}").exists() or _is_zombie(pid)
+        assert not procs.alive(pid)
     # Reverse order: workers stop before the frontend, the frontend before etcd.
     order = [line for line in launcher.err if "stopping (SIGTERM)" in line]
     names = [line.split()[1] for line in order]
@@ -77,14 +81,6 @@ def test_two_workers_serve_then_sigterm_leaves_nothing(
     assert names.index("frontend") < min(names.index("etcd"), names.index("nats"))  # infra last
     assert not (launcher.state_dir / "launcher.pid").exists()
     assert (launcher.state_dir / "logs" / "worker-1.log").stat().st_size > 0
-
-
-def _is_zombie(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
 
 
 def test_dead_worker_is_restarted_and_serves_again(

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -20,6 +19,7 @@ from launcher.cli import up as cli
 from launcher.config import load_config
 from launcher.errors import ConfigError
 from launcher.k8s import render as k8s
+from testkit.net import free_port
 
 from .k8skit import GOLDEN, REPO, SGLANG, SGLANG_P5, by_kind, load
 
@@ -102,12 +102,6 @@ def test_flags_are_a_config_layer_named_in_errors(given: dict[str, str], words: 
 def test_output_to_a_missing_directory(tmp_path: Path) -> None:
     result = run_cli(["render", "k8s", "-o", str(tmp_path / "no" / "dgd.yaml")], tmp_path)
     assert f"--output {tmp_path / 'no' / 'dgd.yaml'}: No such file" in error_line(result, 2)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.mark.parametrize("config", [SGLANG, SGLANG_P5])

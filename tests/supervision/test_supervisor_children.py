@@ -12,8 +12,8 @@ import uuid
 from pathlib import Path
 
 from launcher.plan import ProcessSpec
-from launcher.supervision.deadman import tagged_pids
 from launcher.supervision.supervisor import Child, Supervisor
+from testkit.procs import tagged_pids
 
 CHILDREN = Path(__file__).resolve().parents[1] / "children"
 
@@ -53,7 +53,7 @@ def test_grandchild_that_called_setsid_is_gone_after_stop(tmp_path: Path) -> Non
     deadline = time.monotonic() + 5
     while grandchild in tagged_pids(sup.run_id) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert tagged_pids(sup.run_id) == []
+    assert tagged_pids(sup.run_id) == set()
 
 
 def _drive(mode: str) -> dict[str, int | bool]:

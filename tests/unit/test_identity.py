@@ -18,6 +18,7 @@ from launcher import control, procid
 from launcher.errors import ConfigError, NotRunningError
 from launcher.registrations import lock
 from launcher.statedir import INFRA_DIR, MARKER, StateDir
+from testkit import procs
 
 
 @pytest.fixture
@@ -30,8 +31,10 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
 
 
 def _proc_start(pid: int) -> int:
-    """Field 22 of /proc/PID/stat, read here independently of procid."""
-    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    """Field 22 of /proc/PID/stat, read by the test kit independently of procid."""
+    start = procs.start_time(pid)
+    assert start is not None, pid
+    return start
 
 
 def test_start_time_is_field_22_and_a_zombie_has_none() -> None:

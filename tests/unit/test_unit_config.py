@@ -23,6 +23,7 @@ from launcher.config import (
 )
 from launcher.errors import ConfigError
 from launcher.plan import SYSTEM_PORT_MAX, PortSlot
+from testkit.net import held_port as kit_held_port
 
 REPO = Path(__file__).resolve().parents[2]
 SGLANG_YAML = REPO / "configs" / "sglang.yaml"
@@ -63,10 +64,8 @@ def load_error(**kwargs: Any) -> str:
 @pytest.fixture
 def held_port() -> Iterator[int]:
     """A port this test process listens on (127.0.0.1)."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        sock.listen(1)
-        yield sock.getsockname()[1]
+    with kit_held_port() as port:
+        yield port
 
 
 # -- precedence: defaults < file < DYNLAUNCH_* env < flags ---------------------------------------
