@@ -289,7 +289,8 @@ class Stack:
                 self._after_exit(child, now)
             for child in self.children:
                 self._enforce_liveness(child, now)
-            due = [c for c in self.children if c.next_start is not None and now >= c.next_start]
+            due = [c for c in self.children if c.state is State.BACKOFF and c.next_start is not None
+                   and now >= c.next_start]  # fmt: skip
             for child in due:
                 child.restarts += 1
                 self.restart_times[child.name].append(now)
