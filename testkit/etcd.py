@@ -117,6 +117,13 @@ class Gateway:
     def lease_revoke(self, lease: int) -> None:
         self.call("/v3/lease/revoke", {"ID": str(lease)})
 
+    def leases(self) -> set[int]:
+        """Every lease the store holds now."""
+        return {int(item["ID"]) for item in self.call("/v3/lease/leases", {}).get("leases", [])}
+
+    def delete(self, key: str) -> None:
+        self.call("/v3/kv/deleterange", {"key": b64(key)})
+
     def compact(self) -> None:
         """Drop the store's history up to now (physically)."""
         self.call("/v3/kv/compaction", {"revision": str(self.revision()), "physical": True})

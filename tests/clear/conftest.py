@@ -16,7 +16,7 @@ from clearkit import Server
 from launcher import ports
 from launcher.plan import PortSlot
 from launcher.registrations.etcd import Etcd
-from testkit.etcd import PrivateEtcd
+from testkit.etcd import Gateway, PrivateEtcd
 from testkit.net import poll_for
 
 SPARE_PORTS = 16
@@ -78,6 +78,24 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory, port_pool: list[int]) -> 
         yield url
     finally:
         server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _etcd_left_as_found(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A test that uses the session etcd leaves it as it found it: keys created while it ran are
+    deleted and leases granted while it ran revoked (over etcd's gateway), so no later test sees
+    them, whatever the order."""
+    if "etcd_url" not in request.fixturenames:
+        yield
+        return
+    gateway = Gateway(request.getfixturevalue("etcd_url"))
+    start, leases = gateway.revision(), gateway.leases()
+    yield
+    for lease in gateway.leases() - leases:
+        gateway.lease_revoke(lease)
+    for key, *_, created in gateway.dump():
+        if created > start:
+            gateway.delete(key)
 
 
 @pytest.fixture

@@ -81,13 +81,16 @@ class Stack:
         return "\n".join(f"--- {s.log.name}\n{s.tail()}" for s in self.servers)
 
     def instances(self) -> list[int]:
-        """Instance ids of the generate endpoint that the frontend's /health lists."""
+        """Instance ids of this namespace's generate endpoint that the frontend's /health lists
+        (the frontend lists every namespace it sees in the shared etcd, not only its own)."""
         try:
             body = httpx.get(f"{self.url}/health", timeout=5).json()
         except (httpx.HTTPError, ValueError):
             return []
         return [
-            i["instance_id"] for i in body.get("instances", []) if i.get("endpoint") == "generate"
+            i["instance_id"]
+            for i in body.get("instances", [])
+            if i.get("endpoint") == "generate" and i.get("namespace") == self.ns
         ]
 
     def chat(self) -> int:
