@@ -79,21 +79,32 @@ def status(info: Mapping[str, Any]) -> dict[str, Any]:
         },
         "children": children,
         "frontend": frontend,
-        "registrations": registrations(str(info.get("etcd") or ""), str(info["namespace"])),
+        "registrations": registrations(
+            str(info.get("etcd") or ""), str(info["namespace"]), str(info.get("layout") or "v1")
+        ),
     }
 
 
-def registrations(etcd: str, namespace: str) -> dict[str, int | None]:
-    """How many keys of each Dynamo 1.x kind the namespace has in etcd (None: etcd unreachable)."""
+def registrations(etcd: str, namespace: str, layout: str = "v1") -> dict[str, int | None]:
+    """How many keys of each kind the namespace has in etcd, in the run's Dynamo layout ("v1" or
+    "0.5", as `up` recorded it); None: etcd unreachable."""
+    from launcher.registrations import layouts
     from launcher.registrations.etcd import Etcd, Timeout
-    from launcher.registrations.layouts import registration_prefixes
 
-    prefixes = registration_prefixes(namespace)
+    prefixes = layouts.registration_prefixes(namespace)
+    kinds = list(prefixes) if layout == "v1" else ["instances", "models", "model_cards", "routers"]
     try:
         with Etcd(etcd, Timeout(connect=1.0, read=2.0)) as client:  # a probe's short timeouts
-            return {kind: client.count_prefix(prefix) for kind, prefix in prefixes.items()}
+            if layout == "v1":
+                return {kind: client.count_prefix(prefix) for kind, prefix in prefixes.items()}
+            entries = [
+                layouts.Entry(kv.key, kv.value, kv.lease)
+                for prefix in layouts.prefixes_05(namespace)
+                for kv in client.get_prefix(prefix)
+            ]
+            return dict(layouts.counts_05(entries, namespace))
     except StartupError:
-        return dict.fromkeys(prefixes)
+        return dict.fromkeys(kinds)
 
 
 def stop(info: Mapping[str, Any], timeout: float) -> bool:

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from launcher import gpus as gpu_slicing
+from launcher.compat import MOCKER_ENGINE_ARGS_FILE, Compat, for_version
 from launcher.config import Config, check_endpoints, mask_userinfo
 from launcher.errors import ConfigError
 from launcher.names import is_secret_flag, is_secret_name
-from launcher.versions import is_1x, sglang_module
 
 SYSTEM_PORT_MAX = 32767  # Dynamo parses DYN_SYSTEM_PORT as a signed 16-bit number
 ROLES_START_ORDER = ("etcd", "nats", "frontend", "worker")
@@ -84,6 +84,7 @@ class Plan:
     processes: tuple[ProcessSpec, ...]
     role: str = "all"  # all | frontend | worker
     warnings: tuple[str, ...] = ()  # e.g. placeholder GPU ids in a dry run
+    files: tuple[tuple[str, str], ...] = ()  # (path, text) the shell writes before any start
 
     def by_role(self, role: str) -> list[ProcessSpec]:
         return [p for p in self.processes if p.role == role]
@@ -98,6 +99,7 @@ class Plan:
             "url": self.url,
             "state_dir": self.state_dir,
             "processes": [p.to_json() for p in self.processes],
+            "files": dict(self.files),
             "warnings": list(self.warnings),
         }
 
@@ -140,10 +142,14 @@ def port_slots(
     role: str = "all",
     system_port0: int | None = None,
     nccl: bool = False,
+    dynamo_version: str = "1.4.2",
 ) -> list[PortSlot]:
-    """The ports the plan needs. ``system_port0``: worker-0's DYN_SYSTEM_PORT from a pod's env.
+    """The ports the plan needs: only those the Dynamo line honours (0.5 picks its response port
+    itself and has no TCP request plane). ``system_port0``: worker-0's DYN_SYSTEM_PORT from a
+    pod's env.
     ``nccl``: one torch.distributed rendezvous port per SGLang worker (``--nccl-port``); left to
     SGLang, two workers on one host each pick a random port near 30000 and can collide."""
+    compat = for_version(dynamo_version)
     slots: list[PortSlot] = []
     if embedded_etcd:
         slots.append(PortSlot("etcd.client", cfg.infra.etcd.port, "infra.etcd.port"))
@@ -154,10 +160,12 @@ def port_slots(
     if role in ("all", "frontend"):
         http = cfg.frontend.http_port
         slots.append(PortSlot("frontend.http", http, "--http-port (frontend.http_port)"))
-        slots.append(PortSlot("frontend.response", None, "frontend"))
+        if compat.response_stream_env:
+            slots.append(PortSlot("frontend.response", None, "frontend"))
     if role not in ("all", "worker"):
         return slots
-    kinds = ["system", "rpc"] + (["kv_events"] if uses_kv_events(cfg) else [])
+    kinds = ["system"] + (["rpc"] if compat.tcp_rpc else [])
+    kinds += ["kv_events"] if uses_kv_events(cfg) else []
     kinds += ["nccl"] if nccl else []
     base = cfg.workers.port_base
     for i in range(cfg.workers.count):
@@ -187,10 +195,11 @@ def build_plan(cfg: Config, backend: str, host: Host, role: str = "all") -> Plan
         procs.append(_etcd(cfg, host))
     if host.nats_url is None:
         procs.append(_nats(cfg, host))
-    common = _dynamo_env(host.dynamo_version, etcd, nats)
+    compat = for_version(host.dynamo_version)
+    common = _dynamo_env(compat, etcd, nats)
     loopback = role == "all"
     if role in ("all", "frontend"):
-        procs.append(_frontend(cfg, host, common, loopback))
+        procs.append(_frontend(cfg, host, compat, common, loopback))
     slices = (
         gpu_slicing.slices(host.gpus, cfg.workers.count, cfg.workers.tp, host.gpu_source)
         if backend == "sglang" and role in ("all", "worker")
@@ -198,7 +207,7 @@ def build_plan(cfg: Config, backend: str, host: Host, role: str = "all") -> Plan
     )
     if role in ("all", "worker"):
         for i, gpus in enumerate(slices):
-            procs.append(_worker(cfg, backend, host, common, i, gpus, loopback))
+            procs.append(_worker(cfg, backend, host, compat, common, i, gpus, loopback))
     http_host = cfg.frontend.http_host
     client_host = "127.0.0.1" if http_host in ("0.0.0.0", "::", "") else http_host
     return Plan(
@@ -212,7 +221,22 @@ def build_plan(cfg: Config, backend: str, host: Host, role: str = "all") -> Plan
         nats_url=nats,
         processes=tuple(procs),
         role=role,
+        files=_files(cfg, backend, host, compat, role),
     )
+
+
+def _files(
+    cfg: Config, backend: str, host: Host, compat: Compat, role: str
+) -> tuple[tuple[str, str], ...]:
+    """0.5's mocker takes its engine settings from a JSON file, not flags."""
+    if backend != "mocker" or compat.mocker_flags or role == "frontend":
+        return ()
+    args = json.dumps({"block_size": cfg.workers.page_size}, sort_keys=True)
+    return ((mocker_engine_args(host), args + "\n"),)
+
+
+def mocker_engine_args(host: Host) -> str:
+    return os.path.join(host.state_dir, MOCKER_ENGINE_ARGS_FILE)
 
 
 def _bracket(host: str) -> str:
@@ -253,38 +277,45 @@ def _nats(cfg: Config, host: Host) -> ProcessSpec:
     )  # fmt: skip
 
 
-def _dynamo_env(version: str, etcd: str, nats: str) -> dict[str, str]:
+def _dynamo_env(compat: Compat, etcd: str, nats: str) -> dict[str, str]:
     env = {
         "ETCD_ENDPOINTS": etcd,
         "NATS_SERVER": nats,
         "DYN_SDK_DISABLE_ANSI_LOGGING": "1",
         "PYTHONUNBUFFERED": "1",
     }
-    if is_1x(version):
+    if compat.event_plane_env:
         # Keep the event plane on NATS: the ZMQ default binds every worker's publisher on 0.0.0.0.
         env |= {"DYN_DISCOVERY_BACKEND": "etcd", "DYN_EVENT_PLANE": "nats"}
     return env
 
 
-def _frontend(cfg: Config, host: Host, common: Mapping[str, str], loopback: bool) -> ProcessSpec:
+def _frontend(
+    cfg: Config, host: Host, compat: Compat, common: Mapping[str, str], loopback: bool
+) -> ProcessSpec:
     fe = cfg.frontend
-    response = host.ports["frontend.response"]
+    ports = {"http": fe.http_port}
     argv = [
         host.python, "-m", "dynamo.frontend",
         "--http-host", fe.http_host, "--http-port", str(fe.http_port),
         "--namespace", cfg.namespace, "--router-mode", fe.router_mode,
     ]  # fmt: skip
     env = dict(common)
-    if is_1x(host.dynamo_version):
+    if compat.frontend_migration_limit:
         argv += ["--migration-limit", str(fe.migration_limit)]
-    if is_1x(host.dynamo_version) and loopback:
+    if compat.response_stream_env:
+        ports["response"] = host.ports["frontend.response"]
+    if compat.response_stream_env and loopback:
         # An interface name, not an address: '127.0.0.1' makes 1.4.2 fail to add the model.
-        env |= {"DYN_TCP_RESPONSE_STREAM_HOST": "lo", "DYN_TCP_RESPONSE_STREAM_PORT": str(response)}
+        env |= {
+            "DYN_TCP_RESPONSE_STREAM_HOST": "lo",
+            "DYN_TCP_RESPONSE_STREAM_PORT": str(ports["response"]),
+        }
     env |= fe.env
     probe_host = "127.0.0.1" if fe.http_host in ("0.0.0.0", "::", "") else fe.http_host
     return ProcessSpec(
         "frontend", "frontend", (*argv, *fe.extra_args), env,
-        ports={"http": fe.http_port, "response": response},
+        ports=ports,
         health_url=f"http://{_bracket(probe_host)}:{fe.http_port}/health",
     )  # fmt: skip
 
@@ -293,21 +324,23 @@ def _worker(
     cfg: Config,
     backend: str,
     host: Host,
+    compat: Compat,
     common: Mapping[str, str],
     index: int,
     gpus: tuple[str, ...],
     loopback: bool = True,
 ) -> ProcessSpec:
     name = f"worker-{index}"
-    ports = {
-        kind: host.ports[f"{name}.{kind}"]
-        for kind in ("system", "rpc", "kv_events", "nccl")
-        if f"{name}.{kind}" in host.ports
-    }
+    kinds = (
+        ("system", "rpc", "kv_events", "nccl")
+        if compat.tcp_rpc
+        else ("system", "kv_events", "nccl")
+    )
+    ports = {kind: host.ports[f"{name}.{kind}"] for kind in kinds if f"{name}.{kind}" in host.ports}
     wk, model = cfg.workers, cfg.model
     if backend == "sglang":
         argv = [
-            host.python, "-m", sglang_module(host.dynamo_version, wk.legacy_module),
+            host.python, "-m", compat.worker_module(host.dynamo_version, wk.legacy_module),
             "--model-path", model.path, "--served-model-name", cfg.served_model_name,
             "--page-size", str(wk.page_size), "--tp", str(wk.tp),
         ]  # fmt: skip
@@ -322,21 +355,22 @@ def _worker(
         argv = [
             host.python, "-m", "dynamo.mocker",
             "--model-path", model.path, "--model-name", cfg.served_model_name,
-            "--block-size", str(wk.page_size),
-            "--endpoint", f"dyn://{cfg.namespace}.backend.generate",
         ]  # fmt: skip
-    env = dict(common) | {
-        "DYN_NAMESPACE": cfg.namespace,
-        "DYN_SYSTEM_PORT": str(ports["system"]),
-        "DYN_TCP_RPC_PORT": str(ports["rpc"]),
-    }
+        if compat.mocker_flags:
+            argv += ["--block-size", str(wk.page_size)]
+        else:
+            argv += ["--extra-engine-args", mocker_engine_args(host)]
+        argv += ["--endpoint", f"dyn://{cfg.namespace}.backend.generate"]
+    env = dict(common) | {"DYN_NAMESPACE": cfg.namespace, "DYN_SYSTEM_PORT": str(ports["system"])}
+    if compat.tcp_rpc:
+        env["DYN_TCP_RPC_PORT"] = str(ports["rpc"])
     if loopback:
-        env |= {
-            "DYN_SYSTEM_HOST": "127.0.0.1",
-            "DYN_TCP_RPC_HOST": "127.0.0.1",
-            "DYN_EVENT_PLANE_HOST": "127.0.0.1",
-        }
-    if is_1x(host.dynamo_version):
+        env["DYN_SYSTEM_HOST"] = "127.0.0.1"
+    if loopback and compat.tcp_rpc:
+        env["DYN_TCP_RPC_HOST"] = "127.0.0.1"
+    if loopback and compat.event_plane_env:
+        env["DYN_EVENT_PLANE_HOST"] = "127.0.0.1"
+    if compat.endpoint_health_env:
         env["DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS"] = '["generate"]'
     else:
         env |= {"DYN_SYSTEM_ENABLED": "true", "DYN_SYSTEM_STARTING_HEALTH_STATUS": "ready"}

@@ -123,3 +123,17 @@ def http_status(url: str, timeout: float) -> int | None:
         return httpx.get(url, timeout=httpx.Timeout(timeout)).status_code
     except httpx.HTTPError:
         return None
+
+
+def nats_subscribed(monitor: str, subject: str) -> bool | None:
+    """Does any client of the NATS server subscribe to ``subject``? Its monitoring port's
+    ``/subsz?subs=1&test=SUBJECT`` lists the matching subscriptions (no list: none). None when the
+    monitor does not answer as NATS does."""
+    try:
+        resp = httpx.get(f"{monitor}/subsz", params={"subs": 1, "test": subject}, timeout=TIMEOUT)
+        body = resp.json()
+    except (httpx.HTTPError, ValueError):
+        return None
+    if not isinstance(body, dict) or "num_subscriptions" not in body:
+        return None
+    return bool(body.get("subscriptions_list"))

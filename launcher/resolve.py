@@ -114,6 +114,7 @@ def resolve_plan(
         role=role,
         system_port0=_port(system_port0, "DYN_SYSTEM_PORT") if system_port0 else None,
         nccl=backend == "sglang" and role != "frontend",
+        dynamo_version=version,
     )
     bind = {"frontend.http": cfg.frontend.http_host}
     allocated = ports.allocate(slots, seed=cfg.namespace, bind_hosts=bind, reserve_for=reserve_for)

@@ -15,6 +15,7 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
 from launcher import procid
+from launcher.compat import for_version
 from launcher.errors import ConfigError, DynlaunchError, StartupError
 
 if TYPE_CHECKING:  # `status` and `clear-namespace` read states_root without the planner
@@ -150,8 +151,14 @@ class StateDir:
             "etcd": plan.etcd_endpoints,
             "nats": plan.nats_url,
             "stop_budget_s": plan_stop_budget(plan, stop_timeout_s),
+            "dynamo_version": plan.dynamo_version,
+            "layout": for_version(plan.dynamo_version).layout,  # how `status` counts
         }
         _write_atomic(self.root / "launcher.json", info)
+        for path, text in plan.files:  # the plan's files (0.5's mocker engine args), before a start
+            tmp = Path(path + ".tmp")
+            tmp.write_text(text, encoding="utf-8")
+            tmp.replace(path)
 
     def write_status(self, children: list[Child]) -> None:
         """The children as `dynlaunch status` shows them; rewritten on every lifecycle change."""

@@ -34,20 +34,5 @@ def installed(python: str, own_python: str) -> str | None:
     return out.stdout.strip() or None
 
 
-def sglang_module(version: str, legacy_module: bool) -> str:
-    """0.4.x only has `dynamo.sglang.worker`; 0.5 unified the entry point (old name: an alias)."""
-    major, minor = parse(version)
-    if (major, minor) < (0, 5):
-        return "dynamo.sglang.worker"
-    if legacy_module:
-        if (major, minor) >= (0, 6):
-            raise ConfigError(
-                "workers.legacy_module: dynamo.sglang.worker exists only up to 0.5.x, "
-                f"not {version}"
-            )
-        return "dynamo.sglang.worker"
-    return "dynamo.sglang"
-
-
 def is_1x(version: str) -> bool:
     return parse(version) >= (1, 0)

@@ -203,7 +203,9 @@ def _pod_plan(cfg: Config, version: str, role: str) -> Plan:
     pod = Config.model_validate(data)
     fixed = {"frontend.http": HTTP_PORT, "worker-0.system": SYSTEM_PORT}
     fixed["worker-0.kv_events"] = KV_EVENTS_PORT
-    slots = port_slots(pod, embedded_etcd=False, embedded_nats=False, role=role)
+    slots = port_slots(
+        pod, embedded_etcd=False, embedded_nats=False, role=role, dynamo_version=version
+    )
     host = Host(
         dynamo_version=version,
         python="python3",

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from functools import partial
 
+from launcher import probes
+from launcher.compat import for_version
 from launcher.errors import DynlaunchError
 from launcher.plan import Plan
 from launcher.registrations import lock
@@ -15,6 +19,7 @@ from launcher.supervision.supervisor import Child
 log = logging.getLogger(__name__)
 LOCK_TTL_S = 10
 KEEPALIVE_S = 3.0
+FENCE_WAIT_S = 2.0  # 0.5: how long a dead worker's NATS subjects may still look subscribed
 
 
 class Coordination:
@@ -24,6 +29,10 @@ class Coordination:
         self.namespace = plan.namespace
         self.holder = lock.lock_holder(run_id)  # host, pid, start time, run: see holder_is_dead
         self.rpc_host = rpc_host  # the address workers advertise (a pod's IP in role mode)
+        self.compat = for_version(plan.dynamo_version)
+        nats = plan.by_role("nats")
+        monitor = nats[0].ports.get("monitor") if nats else None
+        self.nats_monitor = f"http://127.0.0.1:{monitor}" if monitor else None
         self._lease: int | None = None
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
@@ -59,7 +68,12 @@ class Coordination:
                      ", ".join(f"{n} {kind}" for kind, n in removed.items()))  # fmt: skip
 
     def fence(self, child: Child) -> None:
-        """A worker exited: revoke its lease so the frontend stops routing to it now."""
+        """A worker exited: revoke its lease so the frontend stops routing to it now. 1.x: the
+        lease of the instance at its RPC port; 0.5 (requests over NATS): the leases whose NATS
+        subjects lost their subscriber (the dead worker's connection)."""
+        if child.spec.role == "worker" and self.compat.fence_by == "nats-subject":
+            self._fence_by_subject(child)
+            return
         port = child.spec.ports.get("rpc")
         if child.spec.role != "worker" or port is None or not self.rpc_host:
             return  # in a pod without DYN_TCP_RPC_HOST the address is Dynamo's guess: no match
@@ -69,6 +83,24 @@ class Coordination:
                 log.info(
                     "%s pid=%s: fenced: revoked its etcd lease %x", child.name, child.pid, lease
                 )
+        except DynlaunchError as err:  # etcd down: the lease expires on its own
+            log.warning("%s pid=%s: could not fence: %s", child.name, child.pid, err)
+
+    def _fence_by_subject(self, child: Child) -> None:
+        if self.nats_monitor is None:
+            return  # external NATS: no monitoring port known, the lease expires on its own
+        subscribed = partial(probes.nats_subscribed, self.nats_monitor)
+        deadline = time.monotonic() + FENCE_WAIT_S  # NATS may not have seen the close yet
+        try:
+            while True:
+                dead = lock.leases_without_subscriber(self.etcd, self.namespace, subscribed)
+                if dead or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
+            for lease in dead:
+                if lock.revoke(self.etcd, lease):
+                    log.info("%s pid=%s: fenced: revoked its etcd lease %x (its NATS subjects "
+                             "have no subscriber)", child.name, child.pid, lease)  # fmt: skip
         except DynlaunchError as err:  # etcd down: the lease expires on its own
             log.warning("%s pid=%s: could not fence: %s", child.name, child.pid, err)
 

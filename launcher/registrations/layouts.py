@@ -44,6 +44,31 @@ def registration_prefixes(ns: str) -> dict[str, str]:
     }
 
 
+def counts_05(entries: Sequence[Entry], ns: str) -> dict[str, int]:
+    """0.5's registrations of namespace ``ns`` per kind (what `status` counts), from the entries
+    under instances/NS/, models/, mdc/ and kv_routers/NS/: a card counts when a model of the
+    namespace uses its name."""
+    mine = [name for _, model_ns, name in models(tuple(entries)) if model_ns == ns]
+    return {
+        "instances": sum(e.key.startswith(f"instances/{ns}/") for e in entries),
+        "models": len(mine),
+        "model_cards": sum(name in mine for _, name in cards(tuple(entries)).values()),
+        "routers": sum(e.key.startswith(f"kv_routers/{ns}/") for e in entries),
+    }
+
+
+def prefixes_05(ns: str) -> tuple[str, ...]:
+    """The etcd prefixes `counts_05` reads."""
+    return (f"instances/{ns}/", "models/", "mdc/", f"kv_routers/{ns}/")
+
+
+def nats_subjects(value: Any) -> tuple[str, ...]:
+    """0.5's request-plane subjects an instance advertises ({"transport": {"nats_tcp": S}})."""
+    transport = value.get("transport") if isinstance(value, dict) else None
+    subject = transport.get("nats_tcp") if isinstance(transport, dict) else None
+    return (subject,) if isinstance(subject, str) and subject else ()
+
+
 def own_prefixes(ns: str) -> tuple[str, ...]:
     """The etcd prefixes that hold namespace ``ns``'s keys and nothing else: 1.x's registrations,
     then 0.5's; the trailing / keeps `ns2`, `ns-agg` and `ns_x` out."""

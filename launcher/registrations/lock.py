@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 
 from launcher import procid
 from launcher.errors import ConfigError
@@ -38,6 +39,25 @@ def lease_of_rpc_port(
             if kv.lease and f"{host}:{port}" in layouts.addresses(layouts.load(kv.value))[0]
         ]
     return max(found, key=lambda kv: kv.create_revision).lease if found else None
+
+
+def leases_without_subscriber(
+    etcd_url: str, namespace: str, subscribed: Callable[[str], bool | None]
+) -> list[int]:
+    """Dynamo 0.5: the leases of instances in instances/NS/ none of whose NATS subjects has a
+    subscriber any more (the worker's connection is gone: it died); an unknown answer is alive."""
+    check_namespace(namespace)
+    with Etcd(etcd_url) as etcd:
+        found = etcd.get_prefix(f"instances/{namespace}/")
+    subjects: dict[int, list[str]] = {}
+    for kv in found:
+        if kv.lease:
+            subjects.setdefault(kv.lease, []).extend(layouts.nats_subjects(layouts.load(kv.value)))
+    return [
+        lease
+        for lease, names in subjects.items()
+        if names and all(subscribed(name) is False for name in names)
+    ]
 
 
 def revoke(etcd_url: str, lease: int) -> bool:

@@ -1,0 +1,156 @@
+"""What each Dynamo line takes (launcher.compat), and that the plan follows it: module choice,
+mocker flags, ports and env per line, as tables. Pure: no host facts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from launcher import compat
+from launcher.config import Config, load_config
+from launcher.errors import ConfigError
+from launcher.plan import Host, Plan, build_plan, port_slots
+from launcher.registrations import layouts
+
+
+def cfg_for(backend: str, flags: dict[str, Any] | None = None) -> Config:
+    return load_config(backend, path=None, environ={}, flags=flags or {}, flag_names={})
+
+
+def plan_for(backend: str, version: str, flags: dict[str, Any] | None = None) -> Plan:
+    cfg = cfg_for(backend, flags)
+    slots = port_slots(
+        cfg,
+        embedded_etcd=True,
+        embedded_nats=True,
+        nccl=backend == "sglang",
+        dynamo_version=version,
+    )
+    host = Host(
+        dynamo_version=version,
+        python="python3",
+        gpus=tuple(str(i) for i in range(cfg.workers.count)),
+        gpu_source="test",
+        ports={slot.name: 20000 + i for i, slot in enumerate(slots)},
+        state_dir="/tmp/s",
+        etcd_endpoints=None,
+        nats_url=None,
+    )
+    return build_plan(cfg, backend, host)
+
+
+LINES = [
+    # version, line, module, legacy alias, mocker flags, tcp rpc + response port, layout
+    ("0.4.1", "0.4", "dynamo.sglang.worker", True, False, False, "0.5"),
+    ("0.5.0", "0.5", "dynamo.sglang", True, False, False, "0.5"),
+    ("0.5.1rc1", "0.5", "dynamo.sglang", True, False, False, "0.5"),
+    ("0.6.0", "0.6", "dynamo.sglang", False, False, False, "0.5"),
+    ("1.0.0", "1.x", "dynamo.sglang", False, True, True, "v1"),
+    ("1.4.2", "1.x", "dynamo.sglang", False, True, True, "v1"),
+]
+
+
+@pytest.mark.parametrize(
+    ("version", "line", "module", "alias", "mocker_flags", "tcp", "layout"), LINES
+)
+def test_lines(
+    version: str, line: str, module: str, alias: bool, mocker_flags: bool, tcp: bool, layout: str
+) -> None:
+    got = compat.for_version(version)
+    assert (got.line, got.sglang_module, got.legacy_sglang_module) == (line, module, alias)
+    assert (got.mocker_flags, got.tcp_rpc, got.response_stream_env) == (mocker_flags, tcp, tcp)
+    assert got.layout == layout
+    assert got.fence_by == ("rpc-port" if tcp else "nats-subject")
+
+
+@pytest.mark.parametrize(("version", "line", "module", "alias", "_m", "_t", "_l"), LINES)
+def test_plan_keeps_the_module_choice(
+    version: str, line: str, module: str, alias: bool, _m: bool, _t: bool, _l: str
+) -> None:
+    plan = plan_for("sglang", version)
+    assert plan.by_role("worker")[0].argv[:3] == ("python3", "-m", module)
+    legacy = {"workers": {"legacy_module": True}}
+    if alias:
+        argv = plan_for("sglang", version, legacy).by_role("worker")[0].argv
+        assert argv[2] == "dynamo.sglang.worker"
+    else:
+        with pytest.raises(ConfigError, match=r"workers\.legacy_module"):
+            plan_for("sglang", version, legacy)
+
+
+def all_ports(plan: Plan) -> dict[str, dict[str, int]]:
+    return {p.name: dict(p.ports) for p in plan.processes}
+
+
+@pytest.mark.parametrize("version", ["0.4.1", "0.5.0", "0.5.1"])
+def test_pre_1_plan_shows_only_ports_dynamo_uses(version: str) -> None:
+    for backend in ("mocker", "sglang"):
+        plan = plan_for(backend, version, {"workers": {"count": 2}})
+        fe = plan.by_role("frontend")[0]
+        assert fe.ports == {"http": 8000}  # 0.5 picks its response port itself
+        for wk in plan.by_role("worker"):
+            assert "rpc" not in wk.ports  # requests go over NATS
+            assert not {"DYN_TCP_RPC_PORT", "DYN_TCP_RPC_HOST"} & set(wk.env)
+            assert not {"DYN_EVENT_PLANE", "DYN_EVENT_PLANE_HOST"} & set(wk.env)
+            assert wk.env["DYN_SYSTEM_PORT"] == str(wk.ports["system"])
+            assert wk.env["DYN_SYSTEM_HOST"] == "127.0.0.1"
+            assert wk.env["DYN_SYSTEM_STARTING_HEALTH_STATUS"] == "ready"
+        assert not {"DYN_TCP_RESPONSE_STREAM_HOST", "DYN_TCP_RESPONSE_STREAM_PORT"} & set(fe.env)
+        assert "--migration-limit" not in fe.argv
+
+
+def test_1x_plan_keeps_its_ports() -> None:
+    plan = plan_for("mocker", "1.4.2", {"workers": {"count": 2}})
+    fe = plan.by_role("frontend")[0]
+    assert set(fe.ports) == {"http", "response"}
+    assert fe.env["DYN_TCP_RESPONSE_STREAM_PORT"] == str(fe.ports["response"])
+    for wk in plan.by_role("worker"):
+        assert set(wk.ports) == {"system", "rpc"}
+        assert wk.env["DYN_TCP_RPC_PORT"] == str(wk.ports["rpc"])
+    assert plan.files == ()
+
+
+@pytest.mark.parametrize(("version", "flags"), [("0.5.0", False), ("1.4.2", True)])
+def test_mocker_engine_args(version: str, flags: bool) -> None:
+    plan = plan_for("mocker", version, {"workers": {"count": 2, "page_size": 32}})
+    for wk in plan.by_role("worker"):
+        argv = list(wk.argv)
+        assert ("--block-size" in argv) is flags
+        assert ("--extra-engine-args" in argv) is not flags
+        if not flags:
+            path = argv[argv.index("--extra-engine-args") + 1]
+            assert path == "/tmp/s/" + compat.MOCKER_ENGINE_ARGS_FILE
+            assert dict(plan.files) == {path: json.dumps({"block_size": 32}) + "\n"}
+            assert plan.to_json()["files"] == {path: json.dumps({"block_size": 32}) + "\n"}
+
+
+def entry(key: str, value: Any, lease: int = 0) -> layouts.Entry:
+    return layouts.Entry(key, json.dumps(value).encode(), lease)
+
+
+def model(ns: str, name: str) -> dict[str, Any]:
+    return {"name": name, "endpoint": {"namespace": ns, "component": "backend", "name": "generate"}}
+
+
+def test_counts_05_counts_one_namespace() -> None:
+    inst = {"transport": {"nats_tcp": "dyn_backend.generate-1a"}}
+    entries = [
+        entry("instances/dyn/backend/generate:1a", inst, 0x1A),
+        entry("instances/dyn/backend/load_metrics:1a", inst, 0x1A),
+        entry("instances/dyn2/backend/generate:2b", inst, 0x2B),
+        entry("models/u1", model("dyn", "tiny"), 0x1A),
+        entry("models/u2", model("dyn2", "other"), 0x2B),
+        entry("mdc/tiny", {"display_name": "tiny"}),
+        entry("mdc/other", {"display_name": "other"}),
+        entry("kv_routers/dyn/backend/r1", {}, 7),
+    ]
+    got = layouts.counts_05(entries, "dyn")
+    assert got == {"instances": 2, "models": 1, "model_cards": 1, "routers": 1}
+
+
+def test_nats_subjects() -> None:
+    assert layouts.nats_subjects({"transport": {"nats_tcp": "a_b.c-1"}}) == ("a_b.c-1",)
+    assert layouts.nats_subjects({"transport": {"tcp": "127.0.0.1:1/x"}}) == ()
+    assert layouts.nats_subjects(None) == ()
