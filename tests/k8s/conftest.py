@@ -1,21 +1,12 @@
-"""`--update-golden`: rewrite tests/k8s/golden/*.yaml from the current renderer (then review the
-diff). Registered when pytest starts from this directory: `pytest tests/k8s --update-golden`."""
+"""`--update-golden` (the option is registered in tests/conftest.py, so that it works from the
+repository root as well as from here): rewrite tests/k8s/golden/*.yaml from the current renderer,
+then review the diff. A rewriting run compares nothing: its golden tests fail or skip."""
 
 from __future__ import annotations
 
 import pytest
 
 
-def pytest_addoption(parser: pytest.Parser) -> None:
-    parser.addoption(
-        "--update-golden",
-        action="store_true",
-        default=False,
-        help="rewrite the Kubernetes golden files instead of comparing with them",
-    )
-
-
 @pytest.fixture
 def update_golden(request: pytest.FixtureRequest) -> bool:
-    # default=False: a run from the repository root may not have loaded this option.
-    return bool(request.config.getoption("--update-golden", default=False))
+    return bool(request.config.getoption("--update-golden"))

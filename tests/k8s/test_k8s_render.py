@@ -133,8 +133,11 @@ def test_golden(
 ) -> None:
     text = k8s.dump_yaml(k8s.render(load(config, flags), plain=plain))
     path = GOLDEN / golden
-    if update_golden:
+    if update_golden:  # a rewrite is not a comparison: never a pass
+        if path.read_text(encoding="utf-8") == text:
+            pytest.skip(f"{path} unchanged (--update-golden compares nothing)")
         path.write_text(text, encoding="utf-8")
+        pytest.fail(f"{path} rewritten: review the diff, then run without --update-golden")
     assert path.read_text(encoding="utf-8") == text, (
         f"{path} differs: run `pytest tests/k8s --update-golden` and review the diff"
     )

@@ -1,0 +1,48 @@
+"""Fixtures every test folder shares."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    # Here, not in tests/k8s/conftest.py: pytest takes options only from the conftest files on
+    # the way to the paths it was given, and from the repository root that is this one.
+    parser.addoption(
+        "--update-golden",
+        action="store_true",
+        default=False,
+        help="rewrite tests/k8s/golden/*.yaml from the renderer (those tests then fail or skip)",
+    )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """XDG_CACHE_HOME of this test process and every dynlaunch it starts: a session temp dir
+    (the tiny model is made there once, in well under a second), never the source tree."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("cache")))
+        yield
+
+
+@pytest.fixture
+def sleeper() -> Iterator[subprocess.Popen[bytes]]:
+    """An unrelated live process: what a dead launcher's pid may belong to after reuse."""
+    proc = subprocess.Popen(["sleep", "300"])
+    yield proc
+    proc.kill()
+    proc.wait(10)
+
+
+@pytest.fixture
+def started() -> Iterator[list[Any]]:
+    """Stacks a test starts (a `launcher_run.Launcher` or anything with `kill()`): each is killed
+    at teardown, its process group and its run's tagged processes, even after a clean stop."""
+    stacks: list[Any] = []
+    yield stacks
+    for stack in stacks:
+        stack.kill()
