@@ -6,3 +6,11 @@ cd "$(dirname "$0")/.."
 .venv/bin/ruff format --check .
 .venv/bin/mypy
 .venv/bin/python -m pytest "$@"
+# The Dynamo 0.5 leg (made by `bash scripts/setup.sh --dynamo 0.5.0`): tests/dynamo05 against the
+# real 0.5.0 runtime, in a private network namespace (testkit/netns.py; needs root).
+if [ "$#" -eq 0 ] && [ -x .venv-dynamo-0.5.0/bin/python ]; then
+  DYNLAUNCH_DYNAMO05_VENV=.venv-dynamo-0.5.0 .venv/bin/python -m testkit.netns -- \
+    .venv/bin/python -m pytest tests/dynamo05
+elif [ "$#" -eq 0 ]; then
+  echo "test.sh: Dynamo 0.5 leg skipped: no .venv-dynamo-0.5.0 (bash scripts/setup.sh --dynamo 0.5.0)"
+fi
