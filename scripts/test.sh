@@ -14,3 +14,4 @@ if [ "$#" -eq 0 ] && [ -x .venv-dynamo-0.5.0/bin/python ]; then
 elif [ "$#" -eq 0 ]; then
   echo "test.sh: Dynamo 0.5 leg skipped: no .venv-dynamo-0.5.0 (bash scripts/setup.sh --dynamo 0.5.0)"
 fi
+[ "$#" -gt 0 ] || .venv/bin/python scripts/mutants.py  # the whole suite only: every planted bug caught
