@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import signal
 from pathlib import Path
 
 RUN_TAG = "DYNLAUNCH_RUN_ID"
@@ -67,6 +68,19 @@ def tagged_pids(run_id: str, tag: str = RUN_TAG) -> set[int]:
     return found
 
 
+def kill_run(leader: int | None, run_id: str | None = None) -> None:
+    """The last resort of a test's `finally`: SIGKILL the process group led by ``leader`` (a
+    launcher started in a session of its own; None once it is reaped, as its pid may be reused)
+    and, when its run id is known, every process still carrying it (children in sessions of
+    their own)."""
+    if leader is not None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leader, signal.SIGKILL)
+    for left in tagged_pids(run_id) if run_id else ():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(left, signal.SIGKILL)
+
+
 def cmdline_pids(*words: str) -> set[int]:
     """Live processes whose argv holds every one of ``words`` (each a whole argument)."""
     found = set()
@@ -113,6 +127,11 @@ def _listen_table() -> dict[str, str]:
                 raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
                 table[cols[9]] = f"{ipaddress.ip_address(raw)}:{int(hexport, 16)}"
     return table
+
+
+def listening() -> set[str]:
+    """'addr:port' of every listening TCP socket on the host."""
+    return set(_listen_table().values())
 
 
 def listeners(pids: set[int]) -> list[str]:

@@ -4,6 +4,7 @@ ones (waiting, ports, etcd's gateway, Dynamo's keys) are in `testkit`."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -40,13 +41,16 @@ class Server:
         self.proc.wait(10)
 
     def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL to its whole process group (its session): what it forked goes
+        too, even when it exited cleanly and left a child behind."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        if self.proc.returncode is None:  # not reaped yet: its pid is still its group's
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
         self._out.close()
 
     def tail(self, lines: int = 30) -> str:

@@ -5,10 +5,10 @@ prefix reads, and one-line errors."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -17,6 +17,7 @@ import pytest
 
 from launcher.errors import StartupError
 from launcher.registrations.etcd import Etcd, Timeout
+from testkit.net import poll_for
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +29,18 @@ class Gateway(ThreadingHTTPServer):
 
     def __init__(self) -> None:
         self.connections = 0
+        self.finished = 0
+        self.open: list[socket.socket] = []
         super().__init__(("127.0.0.1", 0), Handler)
+
+    def close_connections(self) -> None:
+        """Close every connection from the server's side, as an idle timeout would, and wait
+        until their handlers have finished (a handshake, not a sleep)."""
+        started = self.connections
+        for conn in self.open:
+            with contextlib.suppress(OSError):  # already closed
+                conn.shutdown(socket.SHUT_RDWR)
+        poll_for(lambda: self.finished == started, 20, "the server to close its connections")
 
     @property
     def url(self) -> str:
@@ -37,12 +49,17 @@ class Gateway(ThreadingHTTPServer):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive
-    timeout = 0.3  # the server closes a connection idle this long
+    timeout = 60  # a connection stays open until the test closes it (Gateway.close_connections)
     server: Gateway
 
     def setup(self) -> None:
         super().setup()
         self.server.connections += 1
+        self.server.open.append(self.connection)
+
+    def finish(self) -> None:
+        super().finish()
+        self.server.finished += 1
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -82,7 +99,7 @@ def test_one_kept_alive_connection_and_a_new_one_once_the_server_closed_it(
         assert etcd.get_prefix("a/")[0].key == "a/k"
         assert etcd.range_prefix("b/") == (etcd.get_prefix("b/"), 7)
         assert gateway.connections == 1
-        time.sleep(0.6)  # the server closes the idle connection
+        gateway.close_connections()
         assert etcd.get_prefix("c/")[0].key == "c/k"
         assert gateway.connections == 2
 

@@ -10,11 +10,15 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import httpx
 
-from testkit.net import poll_for
+from testkit import procs
+from testkit.net import free_port, poll_for
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -29,6 +33,16 @@ def chat_ok(port: int) -> bool:
         return False
 
 
+def up_env(home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of a dynlaunch a test starts: the caller's without DYNLAUNCH_*, the infra
+    endpoints and XDG_STATE_HOME; HOME in the test's directory; XDG_CACHE_HOME the session's
+    (tests/conftest.py: the tiny model is made there once, outside the source tree); ``extra``."""
+    dropped = ("ETCD_ENDPOINTS", "NATS_SERVER", "XDG_STATE_HOME")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DYNLAUNCH_")}
+    env = {k: v for k, v in env.items() if k not in dropped}
+    return env | {"HOME": str(home)} | dict(extra or {})
+
+
 class Launcher:
     """`python -m launcher up ...` with stderr (lifecycle lines) and stdout (children) captured."""
 
@@ -40,11 +54,7 @@ class Launcher:
         prefix: tuple[str, ...] = (),
     ) -> None:
         self.state_dir = tmp / "state"
-        full_env = {k: v for k, v in os.environ.items() if not k.startswith("DYNLAUNCH_")}
-        full_env |= {"HOME": str(tmp), "XDG_CACHE_HOME": str(REPO / ".cache-test")}
-        full_env.pop("ETCD_ENDPOINTS", None)
-        full_env.pop("NATS_SERVER", None)
-        full_env |= env or {}
+        full_env = up_env(tmp, env)
         argv = [*prefix, sys.executable, "-m", "launcher", "up", *args]
         argv += ["--state-dir", str(self.state_dir)]
         self.proc = subprocess.Popen(
@@ -93,6 +103,20 @@ class Launcher:
         ]
         return int(starts[nth - 1].split(f" {name} pid=")[1].split(":")[0])
 
+    def starts(self, name: str) -> int:
+        """How many times child ``name`` was started, from the lifecycle lines."""
+        return sum(1 for line in list(self.err) if f" {name} pid=" in line and ": started" in line)
+
+    def status(self) -> dict[str, Any]:
+        """`dynlaunch status --json` of the run, from the real CLI."""
+        done = subprocess.run(
+            [sys.executable, "-m", "launcher", "status", "--state-dir", str(self.state_dir),
+             "--json"], capture_output=True, text=True, check=True, cwd=REPO, timeout=60,
+        )  # fmt: skip
+        report = json.loads(done.stdout)
+        assert isinstance(report, dict)
+        return report
+
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 60.0) -> int:
         self.proc.send_signal(sig)
         return self.wait(timeout)
@@ -103,10 +127,13 @@ class Launcher:
         return code
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        """The fallback of every test's `finally`, also after a clean stop: SIGKILL the launcher's
+        process group and whatever still carries its run id."""
+        run_id = None
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            run_id = str(self.info()["run_id"])
+        procs.kill_run(self.proc.pid if self.proc.returncode is None else None, run_id)
+        self.proc.wait(10)
         self._close()
 
     def _close(self) -> None:
@@ -120,6 +147,20 @@ class Launcher:
 
     def dump(self) -> str:
         return "\n".join(["--- stderr", *self.err[-60:], "--- stdout", *self.out[-60:]])
+
+
+def up_mocker(
+    started: list[Launcher], tmp: Path, *args: str, tag: str = "t",
+    env: Mapping[str, str] | None = None, prefix: tuple[str, ...] = (),
+) -> tuple[Launcher, int]:  # fmt: skip
+    """`up mocker` in a fresh namespace (``tag``-xxxxxxxx) on a free HTTP port, added to the test's
+    ``started`` (tests/conftest.py kills it at teardown); the launcher and its port."""
+    port = free_port()
+    ns = f"{tag}-{uuid.uuid4().hex[:8]}"
+    argv = ["mocker", "--namespace", ns, "--http-port", str(port), *args]
+    launcher = Launcher(argv, tmp, env=dict(env or {}), prefix=prefix)
+    started.append(launcher)
+    return launcher, port
 
 
 class Load:

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_bench_prefix_against_the_mocker(tmp_path: Path) -> None:
+    """What it reports, not how fast: the speed of prefix caching is benchmarks/' business."""
     port = free_port()
     launcher = Launcher(
         ["mocker", "--namespace", f"bp-{uuid.uuid4().hex[:6]}", "--http-port", str(port)], tmp_path
@@ -33,21 +35,22 @@ def test_bench_prefix_against_the_mocker(tmp_path: Path) -> None:
         summary, samples = report["summary"], report["samples"]
         assert summary["errors"] == 0
         assert [summary[k]["n"] for k in ("cold", "warm", "control")] == [2, 14, 16]
-        assert len(samples) == 32
+        assert Counter(s["kind"] for s in samples) == {"cold": 2, "warm": 14, "control": 16}
         for sample in samples:
             assert 0 < sample["ttft_s"] <= sample["latency_s"]
             assert sample["prompt_tokens"] > 4000  # the shared prompt came out near its size
-        # The mocker simulates prefix caching: a warm first token comes sooner than a cold one.
-        assert summary["cold_over_warm_ttft_ratio"] > 1
-        assert summary["warm"]["ttft_p50_s"] < summary["control"]["ttft_p50_s"]
+        cached = [s["cached_tokens"] for s in samples if s["kind"] == "warm"]
+        assert all(c is None or 0 <= c <= 6000 for c in cached), cached
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        # The same seed again repeats every prompt: now the control prompts are in the cache
-        # too (why the seed is random by default).
+        # The same seed again sends the same prompts (why the seed is random by default).
         again = [*argv[: argv.index("--plot")], "--seed", str(summary["seed"])]
         out = subprocess.run(again, capture_output=True, text=True, timeout=300, cwd=REPO)
         assert out.returncode == 0, out.stderr
-        repeat = json.loads(out.stdout)["summary"]
-        assert repeat["seed"] == summary["seed"]
-        assert repeat["control"]["ttft_p50_s"] < summary["control"]["ttft_p50_s"]
-    finally:
+        repeat = json.loads(out.stdout)
+        assert repeat["summary"]["seed"] == summary["seed"]
+        assert [s["prompt_tokens"] for s in repeat["samples"]] == [
+            s["prompt_tokens"] for s in samples
+        ]
         assert launcher.stop() == 0
+    finally:
+        launcher.kill()  # after a clean stop too: the group and the run's tagged processes

@@ -5,35 +5,22 @@ from __future__ import annotations
 import json
 import os
 import signal
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
-from launcher_run import Launcher
+from launcher_run import Launcher, up_mocker
 
 from testkit import procs
-from testkit.net import free_port, poll_for
+from testkit.net import poll_for
 from testkit.procs import tagged_pids
 
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def launcher_factory(tmp_path: Path) -> Iterator[list[Launcher]]:
-    started: list[Launcher] = []
-    yield started
-    for launcher in started:
-        launcher.kill()
-
-
-def _up(started: list[Launcher], tmp_path: Path, *args: str) -> tuple[Launcher, int]:
-    port = free_port()
-    ns = f"it-{uuid.uuid4().hex[:8]}"
-    launcher = Launcher(["mocker", "--namespace", ns, "--http-port", str(port), *args], tmp_path)
-    started.append(launcher)
-    return launcher, port
+def _up(started: list[Launcher], tmp_path: Path, *args: str, **kw: Any) -> tuple[Launcher, int]:
+    return up_mocker(started, tmp_path, *args, tag="it", **kw)
 
 
 def _chat(port: int, stream: bool) -> httpx.Response:
@@ -47,9 +34,9 @@ def _chat(port: int, stream: bool) -> httpx.Response:
 
 
 def test_two_workers_serve_then_sigterm_leaves_nothing(
-    launcher_factory: list[Launcher], tmp_path: Path
+    started: list[Launcher], tmp_path: Path
 ) -> None:
-    launcher, port = _up(launcher_factory, tmp_path, "--workers", "2")
+    launcher, port = _up(started, tmp_path, "--workers", "2")
     launcher.wait_ready()
     run_id = str(launcher.info()["run_id"])
     children = tagged_pids(run_id)
@@ -83,16 +70,13 @@ def test_two_workers_serve_then_sigterm_leaves_nothing(
     assert (launcher.state_dir / "logs" / "worker-1.log").stat().st_size > 0
 
 
-def test_dead_worker_is_restarted_and_serves_again(
-    launcher_factory: list[Launcher], tmp_path: Path
-) -> None:
-    launcher, port = _up(launcher_factory, tmp_path)
+def test_dead_worker_is_restarted_and_serves_again(started: list[Launcher], tmp_path: Path) -> None:
+    launcher, port = _up(started, tmp_path)
     launcher.wait_ready()
     first = launcher.child_pid("worker-0")
     os.kill(first, signal.SIGKILL)
     poll_for(lambda: launcher.stderr_has(f"worker-0 pid={first}: killed by SIGKILL"), 20, "exit")
-    poll_for(lambda: len([x for x in launcher.err if "worker-0 pid=" in x and "started" in x]) == 2,
-             30, "the restart")  # fmt: skip
+    poll_for(lambda: launcher.starts("worker-0") == 2, 60, "the restart")
     assert launcher.child_pid("worker-0", 2) != first
 
     def serving() -> bool:
@@ -103,9 +87,9 @@ def test_dead_worker_is_restarted_and_serves_again(
 
 
 def test_child_dying_before_ready_stops_everything_with_exit_3(
-    launcher_factory: list[Launcher], tmp_path: Path
+    started: list[Launcher], tmp_path: Path
 ) -> None:
-    launcher, _ = _up(launcher_factory, tmp_path, "--", "--no-such-mocker-flag")
+    launcher, _ = _up(started, tmp_path, "--", "--no-such-mocker-flag")
     assert launcher.wait(120) == 3, launcher.dump()
     assert launcher.stderr_has("worker-0 exited with code 2 during startup")
     assert launcher.stderr_has("no-such-mocker-flag")  # its last log lines are shown
