@@ -173,6 +173,14 @@ MUTANTS: tuple[Mutant, ...] = (
         "up's started: line prints the whole argv, secret flags included",
         (f"{SECRETS}::test_the_started_line_never_shows_a_secret_flag",),
     ),
+    Mutant(
+        "up-logs-child-env",
+        "launcher/supervision/supervisor.py",
+        '" ".join(child.spec.argv[:4]))',
+        '" ".join(child.spec.argv[:4]) + str(dict(child.spec.env)))',
+        "up's started: line prints the child's env, HF_TOKEN's value included",
+        ("tests/integration/test_secret_up.py",),
+    ),
     # -- restart policy, crash loops, states, exit codes ---------------------------------------
     Mutant(
         "on-failure-restarts-clean-exit",
