@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from launcher.plan import ProcessSpec
+from launcher.plan import ProcessSpec, mask_argv
 from launcher.supervision.deadman import RUN_TAG, kill_all, tagged_pids
 from launcher.supervision.lifecycle import State, check_transition
 from launcher.supervision.liveness import Health
@@ -155,7 +155,8 @@ class Supervisor:
         child.started_wall = time.time()
         self._by_pid[proc.pid] = child
         child.relay.start(proc.stdout)
-        log.info("%s pid=%d: started: %s", child.name, proc.pid, " ".join(child.spec.argv[:4]))
+        shown = " ".join(mask_argv(child.spec.argv)[:4])  # a secret flag there shows as ***
+        log.info("%s pid=%d: started: %s", child.name, proc.pid, shown)
 
     def reap(self) -> list[Child]:
         """Collect every exited child (and any orphan); return the known children that exited."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -10,6 +11,8 @@ import sys
 import time
 import uuid
 from pathlib import Path
+
+import pytest
 
 from launcher.plan import ProcessSpec
 from launcher.supervision.supervisor import Child, Supervisor
@@ -76,3 +79,22 @@ def test_without_the_subreaper_the_orphan_goes_elsewhere() -> None:
     """The control: the same run without become_subreaper() does not adopt the orphan."""
     got = _drive("plain")
     assert got["ppid"] != got["pid"]
+
+
+def test_the_started_line_never_shows_a_secret_flag_value(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The line shows the first words of argv: a secret flag among them is masked too."""
+    sup = Supervisor(uuid.uuid4().hex, tmp_path / "logs", os.environ)
+    argv = (sys.executable, str(CHILDREN / "sigterm_ignorer.py"), "--api-key=s3cr3t", "--hf-token",
+            "hf_s3cr3t")  # fmt: skip
+    child = sup.add(ProcessSpec("w", "worker", argv, {}), 4)
+    with caplog.at_level(logging.INFO, logger="launcher"):
+        sup.spawn(child, time.monotonic())
+    try:
+        started = [r.getMessage() for r in caplog.records if ": started: " in r.getMessage()]
+        assert started == [f"w pid={child.pid}: started: {sys.executable} {argv[1]} --api-key=***"
+                           " --hf-token"]  # fmt: skip
+        assert "s3cr3t" not in caplog.text
+    finally:
+        sup.stop([child], timeout=0.5)
