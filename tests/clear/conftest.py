@@ -99,6 +99,12 @@ def _etcd_left_as_found(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture
+def gateway(etcd_url: str) -> Gateway:
+    """The session etcd's own JSON gateway: tests check through it, apart from launcher's client."""
+    return Gateway(etcd_url)
+
+
+@pytest.fixture
 def etcd(etcd_url: str) -> Iterator[Etcd]:
     with Etcd(etcd_url) as client:
         yield client

@@ -13,7 +13,7 @@ from clearkit import cli_json, make_streams, removed_keys
 
 from launcher.registrations import natsjs
 from launcher.registrations.etcd import Etcd
-from testkit.etcd import dump
+from testkit.etcd import Gateway, dump
 
 pytestmark = pytest.mark.integration
 
@@ -54,7 +54,7 @@ def frontend_lease(etcd: Etcd) -> Iterator[int]:
 
 
 def test_05_layout_is_cleared_and_neighbours_stay(
-    etcd: Etcd, etcd_url: str, nats_url: str, ns: str, frontend_lease: int
+    etcd: Etcd, gateway: Gateway, etcd_url: str, nats_url: str, ns: str, frontend_lease: int
 ) -> None:
     other = f"{ns}2"
     slug, dead_slug, other_slug, orphan = f"{ns}-tiny", f"{ns}-dup", f"{ns}-other", f"{ns}-gone"
@@ -97,14 +97,14 @@ def test_05_layout_is_cleared_and_neighbours_stay(
 
         # The live worker stops; its lease ends. Now its card, store and the stream go too.
         etcd.lease_revoke(live)
-        assert not any(etcd.get(k) for k in live_keys)
+        assert not any(gateway.get(k) for k in live_keys)
         second = cli_json(
             "clear-namespace", "--namespace", ns, "--etcd", etcd_url, "--nats", nats_url
         )
         assert removed_keys(second) == {f"mdc/{slug}", f"OBJ_{slug}", streams[0]}
         left = set(natsjs.list_streams(nats_url))
         assert {f"OBJ_{other_slug}", f"OBJ_{ns}-unrelated", streams[1]} <= left
-        assert etcd.get(f"mdc/{other_slug}") is not None
+        assert gateway.get(f"mdc/{other_slug}") is not None
         third = cli_json(
             "clear-namespace", "--namespace", ns, "--etcd", etcd_url, "--nats", nats_url
         )

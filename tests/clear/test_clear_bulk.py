@@ -19,7 +19,7 @@ from launcher.registrations.etcd import Etcd
 from launcher.registrations.layouts import Entry
 from launcher.registrations.runner import Endpoints
 from testkit.dynamo import put_worker_1x, stale_workers_1x, worker_1x
-from testkit.etcd import dump, put_many, revision
+from testkit.etcd import Gateway, dump, put_many, revision
 from testkit.net import listening
 
 pytestmark = pytest.mark.integration
@@ -49,6 +49,7 @@ class Scene:
 
     def __init__(self, etcd: Etcd, etcd_url: str, ns: str, free_ports: list[int]) -> None:
         self.etcd, self.ns = etcd, ns
+        self.gateway = Gateway(etcd_url)  # what the checks read: not the client under test
         self.where = Endpoints("etcd", etcd=etcd_url)
         self.dead_rpc, self.dead_sys = free_ports[0], free_ports[1]  # nothing listens there
         others: dict[str, dict[str, Any]] = {}
@@ -70,7 +71,7 @@ class Scene:
         return [kv for kv in dump(self.etcd) if not kv[0].startswith(mine)]
 
     def left(self) -> list[str]:
-        return [kv.key for p in layouts.own_prefixes(self.ns) for kv in self.etcd.get_prefix(p)]
+        return [kv[0] for kv in self.gateway.dump(*layouts.own_prefixes(self.ns))]
 
     def judge(self) -> Decision:
         return decide(runner.gather(self.ns, self.where, self.etcd))
@@ -165,7 +166,7 @@ def test_a_dead_lease_is_revoked_and_the_lease_less_rest_goes_in_bulk(
     made, moved = scene.apply(decision, calls)
     assert made == {"/v3/lease/revoke": 1, "/v3/kv/txn": 4}
     assert moved == 5
-    assert scene.etcd.lease_info(lease) is None
+    assert lease not in scene.gateway.leases()
     assert scene.left() == []
     assert scene.outside() == scene.before
 
@@ -184,11 +185,11 @@ def test_a_key_registered_after_the_snapshot_stops_the_bulk_delete_and_stays(
     newcomer = f"v1/instances/{scene.ns}/backend/generate/{lease:x}"
     value = worker_1x(scene.ns, lease, scene.dead_rpc, scene.dead_sys)[newcomer]
     scene.etcd.put(newcomer, json.dumps(value), lease)
-    kept = scene.etcd.get(newcomer)
+    kept = scene.gateway.get(newcomer)
     made, moved = scene.apply(decision, calls)
     assert made == {"/v3/kv/txn": 1 + len(mine)}  # the failed range, then key by key
     assert moved == len(mine)
-    assert scene.etcd.get(newcomer) == kept  # untouched
+    assert scene.gateway.get(newcomer) == kept  # untouched, its revisions too
     assert scene.left() == [newcomer]
     assert scene.outside() == scene.before
 

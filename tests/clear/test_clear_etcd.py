@@ -19,7 +19,7 @@ from launcher.registrations import layouts, natsjs, runner
 from launcher.registrations import lock as ns_lock
 from launcher.registrations.etcd import Etcd, prefix_end
 from testkit.dynamo import put_worker_1x, worker_1x
-from testkit.etcd import dump
+from testkit.etcd import Gateway, dump
 from testkit.net import listening
 
 pytestmark = pytest.mark.integration
@@ -78,7 +78,7 @@ def test_namespace_lock_is_exclusive_and_released(etcd_url: str, ns: str) -> Non
 
 
 def test_helpers_for_up(
-    etcd: Etcd, etcd_url: str, ns: str, leases: list[int], free_ports: list[int]
+    etcd: Etcd, gateway: Gateway, etcd_url: str, ns: str, leases: list[int], free_ports: list[int]
 ) -> None:
     rpc, system = free_ports[0], free_ports[1]
     old, new = grant(etcd, leases), grant(etcd, leases)
@@ -91,7 +91,7 @@ def test_helpers_for_up(
     counts = ns_lock.clear_stale(etcd_url, ns)  # nothing listens on rpc/system: old is dead
     assert counts["instances"] == {"removed": 2, "kept": 0}
     assert counts["leases"]["removed"] == 1
-    assert etcd.get_prefix(f"v1/instances/{ns}/") == []
+    assert gateway.dump(f"v1/instances/{ns}/") == []
 
 
 def neighbours(base: str) -> list[str]:
@@ -99,7 +99,13 @@ def neighbours(base: str) -> list[str]:
 
 
 def test_neighbours_with_colliding_prefixes_stay_byte_for_byte(
-    etcd: Etcd, etcd_url: str, nats_url: str, ns: str, leases: list[int], free_ports: list[int]
+    etcd: Etcd,
+    gateway: Gateway,
+    etcd_url: str,
+    nats_url: str,
+    ns: str,
+    leases: list[int],
+    free_ports: list[int],
 ) -> None:
     dead_rpc, dead_sys, live_rpc, live_sys = free_ports[:4]
     for other in neighbours(ns):
@@ -128,7 +134,7 @@ def test_neighbours_with_colliding_prefixes_stay_byte_for_byte(
     assert removed_keys(report) >= set(mine)
     assert f"namespace-{ns}-component-backend-kv-events" in removed_keys(report)
     assert [kv for kv in dump(etcd) if kv[0] not in mine] == before
-    assert all(not etcd.get_prefix(p) for p in layouts.etcd_prefixes(ns)[:4])
+    assert gateway.dump(*layouts.etcd_prefixes(ns)[:4]) == []
     left = natsjs.list_streams(nats_url)
     assert set(streams) <= set(left)
     assert f"namespace-{ns}-component-backend-kv-events" not in left
@@ -136,7 +142,7 @@ def test_neighbours_with_colliding_prefixes_stay_byte_for_byte(
 
 
 def test_dry_run_deletes_nothing_then_a_run_clears_and_a_rerun_finds_nothing(
-    etcd: Etcd, etcd_url: str, ns: str, leases: list[int], free_ports: list[int]
+    etcd: Etcd, gateway: Gateway, etcd_url: str, ns: str, leases: list[int], free_ports: list[int]
 ) -> None:
     dead = grant(etcd, leases)
     dead_keys = put_worker_1x(etcd, ns, dead, free_ports[0], free_ports[1])
@@ -155,8 +161,8 @@ def test_dry_run_deletes_nothing_then_a_run_clears_and_a_rerun_finds_nothing(
         assert removed_keys(real) == set(dead_keys) | {f"lease {dead:x}"}
         assert real["counts"]["instances"] == {"removed": 2, "kept": 2}
         assert real["dry_run"] is False
-        assert etcd.lease_info(dead) is None  # revoked: every key went at once
-        assert [kv.key for kv in etcd.get_prefix("v1/") if ns in kv.key] == sorted(live_keys)
+        assert dead not in gateway.leases()  # revoked: every key went at once
+        assert [kv[0] for kv in gateway.dump("v1/") if ns in kv[0]] == sorted(live_keys)
 
         again = cli_json("clear-namespace", "--namespace", ns, "--etcd", etcd_url)
         assert again["removed"] == []
@@ -164,7 +170,7 @@ def test_dry_run_deletes_nothing_then_a_run_clears_and_a_rerun_finds_nothing(
 
 
 def test_all_refuses_without_yes_while_an_instance_looks_alive(
-    etcd: Etcd, etcd_url: str, ns: str, leases: list[int], free_ports: list[int]
+    etcd: Etcd, gateway: Gateway, etcd_url: str, ns: str, leases: list[int], free_ports: list[int]
 ) -> None:
     live = grant(etcd, leases)
     put_worker_1x(etcd, ns, live, free_ports[0], free_ports[1])
@@ -177,11 +183,11 @@ def test_all_refuses_without_yes_while_an_instance_looks_alive(
         assert dump(etcd) == before
         done = cli_json("clear-namespace", "--namespace", ns, "--etcd", etcd_url, "--all", "--yes")
     assert done["counts"]["instances"] == {"removed": 2, "kept": 0}
-    assert etcd.lease_info(live) is None
+    assert live not in gateway.leases()
 
 
 def test_all_refuses_without_yes_while_dynlaunch_holds_the_namespace(
-    etcd: Etcd, etcd_url: str, ns: str, leases: list[int], free_ports: list[int]
+    etcd: Etcd, gateway: Gateway, etcd_url: str, ns: str, leases: list[int], free_ports: list[int]
 ) -> None:
     put_worker_1x(etcd, ns, grant(etcd, leases), free_ports[0], free_ports[1])  # dead-looking
     lock = ns_lock.acquire_lock(etcd_url, ns, "host-a pid 42", ttl=30)
@@ -195,7 +201,7 @@ def test_all_refuses_without_yes_while_dynlaunch_holds_the_namespace(
         stale_only = cli_json("clear-namespace", "--namespace", ns, "--etcd", etcd_url)
         assert stale_only["counts"]["instances"] == {"removed": 2, "kept": 0}
         assert f"namespace {ns} is held by dynlaunch on host-a pid 42" in stale_only["notes"]
-        assert etcd.get(f"dynlaunch/locks/{ns}") is not None  # never touched
+        assert gateway.get(f"dynlaunch/locks/{ns}") is not None  # never touched
     finally:
         ns_lock.release_lock(etcd_url, lock)
 
