@@ -83,7 +83,11 @@ def main(argv: Sequence[str]) -> int:
             f"testkit.netns: {why or 'usage: python -m testkit.netns -- CMD ARGS...'}\n"
         )
         return 2
-    return subprocess.call(wrap(args))
+    with subprocess.Popen(wrap(args)) as proc:
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached the command too (same process group)
+            return proc.wait()
 
 
 if __name__ == "__main__":

@@ -42,6 +42,14 @@ def up05(started: list[Launcher], tmp: Path, python: Path, *args: str) -> tuple[
     return launcher, port
 
 
+def ready(launcher: Launcher) -> None:
+    """Wait for the ready line; on a time-out, say what dynlaunch and its children printed."""
+    try:
+        launcher.wait_ready()
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{launcher.dump()}") from None
+
+
 def chat(port: int, stream: bool) -> httpx.Response:
     body = {
         "model": "tiny",
@@ -84,7 +92,7 @@ def test_two_workers_serve_status_counts_then_sigterm_leaves_nothing(
     started: list[Launcher], tmp_path: Path, dynamo05_python: Path
 ) -> None:
     launcher, port = up05(started, tmp_path, dynamo05_python, "--workers", "2")
-    launcher.wait_ready()
+    ready(launcher)
     info = launcher.info()
     assert (info["dynamo_version"], info["layout"]) == ("0.5.0", "0.5")
     engine_args = json.loads((launcher.state_dir / "mocker-engine-args.json").read_text())
@@ -132,7 +140,7 @@ def test_sigkilled_worker_is_fenced_at_once(
     started: list[Launcher], tmp_path: Path, dynamo05_python: Path
 ) -> None:
     launcher, port = up05(started, tmp_path, dynamo05_python, "--workers", "2")
-    launcher.wait_ready()
+    ready(launcher)
     info = launcher.info()
     gateway = Gateway(str(info["etcd"]))
     ns = str(info["namespace"])
