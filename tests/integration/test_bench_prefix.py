@@ -42,12 +42,14 @@ def test_bench_prefix_against_the_mocker(tmp_path: Path) -> None:
         cached = [s["cached_tokens"] for s in samples if s["kind"] == "warm"]
         assert all(c is None or 0 <= c <= 6000 for c in cached), cached
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-        # The same seed again sends the same prompts (why the seed is random by default).
+        # The same seed again: the same prompts, so the same sizes (how fast a repeat is, with
+        # every prompt cached, is for benchmarks/).
         again = [*argv[: argv.index("--plot")], "--seed", str(summary["seed"])]
         out = subprocess.run(again, capture_output=True, text=True, timeout=300, cwd=REPO)
         assert out.returncode == 0, out.stderr
         repeat = json.loads(out.stdout)
         assert repeat["summary"]["seed"] == summary["seed"]
+        assert repeat["summary"]["prefix_words"] == summary["prefix_words"]
         assert [s["prompt_tokens"] for s in repeat["samples"]] == [
             s["prompt_tokens"] for s in samples
         ]

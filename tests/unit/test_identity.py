@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,15 +18,7 @@ from launcher.errors import ConfigError, NotRunningError
 from launcher.registrations import lock
 from launcher.statedir import INFRA_DIR, MARKER, StateDir
 from testkit import procs
-
-
-@pytest.fixture
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    """An unrelated live process: what a dead launcher's pid may belong to after reuse."""
-    proc = subprocess.Popen(["sleep", "300"])
-    yield proc
-    proc.kill()
-    proc.wait(10)
+from testkit.net import poll_for
 
 
 def _proc_start(pid: int) -> int:
@@ -50,7 +41,8 @@ def test_start_time_is_field_22_and_a_zombie_has_none() -> None:
         assert procid.start_time(odd.pid) == _proc_start(odd.pid)
     finally:
         odd.kill()
-    time.sleep(0.2)  # killed, not reaped: a zombie is not alive
+    # killed, not reaped: a zombie is not alive
+    poll_for(lambda: procs.state(odd.pid) == "Z", 30, "the killed child to be a zombie")
     assert Path(f"/proc/{odd.pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
     assert procid.start_time(odd.pid) is None
     odd.wait(10)
