@@ -189,10 +189,30 @@ def test_more_gpus_than_available(home: Path) -> None:
         assert needle in line
 
 
-def test_asked_gpu_does_not_fit(home: Path) -> None:
-    result = run_cli(["plan", "sglang", "--gpus", "3", "--tp", "2"], home)
-    line = one_error_line(result, 2)
-    assert "--gpus" in line  # GPU 3 is missing (nvidia-smi lists GPUs) or alone for --tp 2
+def stand_in_nvidia_smi(where: Path, indices: str | None) -> dict[str, str]:
+    """A PATH whose `nvidia-smi` (a real script, first on PATH) lists ``indices`` (one per line)
+    or, for None, fails as it does without a driver: the host's own GPUs do not count."""
+    where.mkdir()
+    script = where / "nvidia-smi"
+    body = "exit 9" if indices is None else f"printf '{indices}'"
+    script.write_text(f"#!/bin/sh\n{body}\n")
+    script.chmod(0o755)
+    return {"PATH": f"{where}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+@pytest.mark.parametrize(
+    ("listed", "needle"),
+    [
+        ("0\n1\n", "workers.gpus (--gpus) 3: GPU 3 does not exist (nvidia-smi lists 0,1)"),
+        ("0\n1\n2\n3\n", "needs 2 GPU(s), 1 available (workers.gpus (--gpus): 3)"),
+        (None, "needs 2 GPU(s), 1 available (workers.gpus (--gpus): 3)"),
+    ],
+    ids=["missing", "alone-for-tp-2", "no-driver"],
+)
+def test_asked_gpu_does_not_fit(home: Path, listed: str | None, needle: str) -> None:
+    env = stand_in_nvidia_smi(home.parent / "bin", listed)
+    result = run_cli(["plan", "sglang", "--gpus", "3", "--tp", "2"], home, env)
+    assert needle in one_error_line(result, 2)
 
 
 @pytest.mark.parametrize("command", ["plan", "up"])

@@ -20,7 +20,10 @@ from pathlib import Path
 import pytest
 from test_cli_errors import REPO, one_error_line, processes_mentioning, run_cli
 
-SHARED_CACHE = {"XDG_CACHE_HOME": str(REPO / ".cache-test")}  # the tiny model, made once
+
+def shared_cache() -> dict[str, str]:
+    """The session's cache (tests/conftest.py), where the tiny model is made once."""
+    return {"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"]}
 
 
 def reservations(home: Path) -> list[Path]:
@@ -119,7 +122,7 @@ def test_bad_input_is_one_line(command: str, name: str, tmp_path: Path, home: Pa
     state = tmp_path / "state"
     state_args = [] if "--state-dir" in args else ["--state-dir", str(state)]
     argv = [command, "mocker", *state_args, *(_fill(a, tmp_path) for a in args)]
-    result = run_cli(argv, home, {**SHARED_CACHE, **env})
+    result = run_cli(argv, home, {**shared_cache(), **env})
     line = one_error_line(result, 2)
     assert "Traceback" not in result.stderr
     for needle in needles:
@@ -128,7 +131,7 @@ def test_bad_input_is_one_line(command: str, name: str, tmp_path: Path, home: Pa
 
 
 def test_credentials_in_a_bad_url_are_not_printed(home: Path, tmp_path: Path) -> None:
-    env = {**SHARED_CACHE, "NATS_SERVER": "nats://alice:s3cret-pw@127.0.0.1:abc"}
+    env = {**shared_cache(), "NATS_SERVER": "nats://alice:s3cret-pw@127.0.0.1:abc"}
     result = run_cli(["up", "mocker", "--state-dir", str(tmp_path / "state")], home, env)
     line = one_error_line(result, 2)
     assert "NATS_SERVER" in line
@@ -159,7 +162,7 @@ def test_read_only_state_dir(
     command: str, below: str, read_only_dir: Path, tmp_path: Path, home: Path
 ) -> None:
     state = read_only_dir / below if below else read_only_dir
-    result = run_cli([command, "mocker", "--state-dir", str(state)], home, SHARED_CACHE)
+    result = run_cli([command, "mocker", "--state-dir", str(state)], home, shared_cache())
     line = one_error_line(result, 2)
     assert "--state-dir" in line
     assert "Read-only file system" in line
@@ -171,7 +174,7 @@ def test_read_only_state_dir(
 def test_state_dir_tilde_is_home(tmp_path: Path, home: Path) -> None:
     config = tmp_path / "c.yaml"
     config.write_text("state_dir: ~/dl-state\n")
-    result = run_cli(["plan", "mocker", "-c", str(config), "--json"], home, SHARED_CACHE)
+    result = run_cli(["plan", "mocker", "-c", str(config), "--json"], home, shared_cache())
     assert result.returncode == 0, result.stderr
     assert f'"state_dir": "{home}/dl-state"' in result.stdout
     assert not (REPO / "~").exists()
@@ -225,7 +228,7 @@ def test_http_server_that_is_not_etcd(tmp_path: Path, home: Path, http_server: s
     state = tmp_path / "state"
     # A wait for "unreachable" would last 120 s and outlive run_cli's 60 s timeout.
     env = {
-        **SHARED_CACHE,
+        **shared_cache(),
         "ETCD_ENDPOINTS": http_server,
         "DYNLAUNCH_INFRA__CONNECT_TIMEOUT_S": "120",
     }
@@ -239,7 +242,7 @@ def test_http_server_that_is_not_etcd(tmp_path: Path, home: Path, http_server: s
 def test_listener_that_is_not_nats(tmp_path: Path, home: Path, silent_listener: str) -> None:
     state = tmp_path / "state"
     env = {
-        **SHARED_CACHE,
+        **shared_cache(),
         "ETCD_ENDPOINTS": f"http://127.0.0.1:{closed_port()}",  # not there (yet): waited for
         "NATS_SERVER": silent_listener,
         "DYNLAUNCH_INFRA__CONNECT_TIMEOUT_S": "120",

@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-from launcher_run import REPO, Launcher
+import test_cli_errors as cli_errors
+from launcher_run import REPO, Launcher, up_env
 
 from testkit import procs
 from testkit.etcd import Gateway, PrivateEtcd
@@ -31,21 +32,9 @@ LOCK_PREFIX = "dynlaunch/locks/"
 def run_cli(
     args: list[str], home: Path, env: Mapping[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    base = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("DYNLAUNCH_", "XDG_")) and k not in ("ETCD_ENDPOINTS", "NATS_SERVER")
-    }
-    base |= {"HOME": str(home), "TMPDIR": str(home), "XDG_CACHE_HOME": str(REPO / ".cache-test")}
-    return subprocess.run(
-        [sys.executable, "-m", "launcher", *args],
-        cwd=REPO,
-        env=base | dict(env or {}),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+    """test_cli_errors' `run_cli`, with the session's cache (the tiny model, made once)."""
+    cache = {"XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"]}
+    return cli_errors.run_cli(args, home, cache | dict(env or {}), timeout)
 
 
 def etcd_get(url: str, key: str) -> dict[str, object] | None:
@@ -86,15 +75,6 @@ def nats(tmp_path: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(20)
-
-
-@pytest.fixture
-def sleeper() -> Iterator[subprocess.Popen[bytes]]:
-    """An unrelated live process standing in for one that got a dead launcher's pid."""
-    proc = subprocess.Popen(["sleep", "300"])
-    yield proc
-    proc.kill()
-    proc.wait(10)
 
 
 def _start_of(pid: int) -> int:
@@ -290,10 +270,7 @@ def test_the_lock_of_a_sigkilled_up_is_taken_over_and_a_live_one_refuses(
 def test_a_real_pid_reuse_in_a_pid_namespace(tmp_path: Path) -> None:
     """The dead launcher's pid really goes to a `sleep`: status and down see through it."""
     driver = REPO / "tests" / "children" / "pid_reuse_driver.py"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DYNLAUNCH_", "XDG_"))}
-    env = {k: v for k, v in env.items() if k not in ("ETCD_ENDPOINTS", "NATS_SERVER")}
-    env |= {"HOME": str(tmp_path), "XDG_CACHE_HOME": str(REPO / ".cache-test")}
-    env["PYTHONPATH"] = str(REPO)
+    env = up_env(tmp_path, {"PYTHONPATH": str(REPO)})
     done = subprocess.run(
         ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, str(driver),
          str(tmp_path / "state"), str(free_port())],

@@ -4,7 +4,6 @@ keep serving with 0 failed requests and stop cleanly."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
@@ -14,13 +13,14 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from launcher_run import REPO, chat_ok
+from launcher_run import REPO, chat_ok, up_env
 
+from testkit import procs
+from testkit.fs import fill, tmpfs
 from testkit.net import free_port, poll_for
 from testkit.procs import tagged_pids
 
@@ -38,10 +38,7 @@ class Up:
     def __init__(self, tmp: Path, state_dir: Path, stdout: int, stderr: int | None = None) -> None:
         self.port = free_port()
         self.state_dir = state_dir
-        env = {k: v for k, v in os.environ.items() if not k.startswith("DYNLAUNCH_")}
-        env |= {"HOME": str(tmp), "XDG_CACHE_HOME": str(REPO / ".cache-test")}
-        env.pop("ETCD_ENDPOINTS", None)
-        env.pop("NATS_SERVER", None)
+        env = up_env(tmp)
         argv = [sys.executable, "-m", "launcher", "up", "mocker", "--workers", "2",
                 "--namespace", f"of-{uuid.uuid4().hex[:8]}", "--http-port", str(self.port),
                 "--state-dir", str(state_dir)]  # fmt: skip
@@ -87,15 +84,9 @@ class Up:
             self.proc.stderr.close()
 
     def kill(self) -> None:
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(10)
+        procs.kill_run(self.proc.pid if self.proc.returncode is None else None, self.run_id)
+        self.proc.wait(10)
         self._close()
-        if self.run_id:
-            for pid in tagged_pids(self.run_id):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
 
     def dump(self) -> str:
         return "\n".join(["--- stderr", *self.err[-60:]])
@@ -128,24 +119,16 @@ def _log_sizes(logs: Path) -> dict[str, int]:
     return {p.name: p.stat().st_size for p in logs.glob("*.log")}
 
 
-@pytest.fixture
-def stacks() -> Iterator[list[Up]]:
-    started: list[Up] = []
-    yield started
-    for up in started:
-        up.kill()
-
-
 @pytest.mark.parametrize("stalled", ["stdout", "stdout and stderr"])
 def test_an_output_nobody_reads_never_stops_the_stack(
-    stacks: list[Up], tmp_path: Path, stalled: str
+    started: list[Up], tmp_path: Path, stalled: str
 ) -> None:
     """`dynlaunch up | less`, a stuck log collector; or a terminal paused with Ctrl-S."""
     read_end, write_end = os.pipe()  # the read end stays open and unread: writes block
     try:
         stderr = write_end if stalled == "stdout and stderr" else None
         up = Up(tmp_path, tmp_path / "state", stdout=write_end, stderr=stderr)
-        stacks.append(up)
+        started.append(up)
         os.close(write_end)
         write_end = -1
         up.wait_ready()
@@ -168,26 +151,6 @@ def test_an_output_nobody_reads_never_stops_the_stack(
             os.close(write_end)
 
 
-@contextlib.contextmanager
-def _tmpfs(where: Path, size: str) -> Iterator[Path]:
-    where.mkdir(exist_ok=True)
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
-                          capture_output=True, text=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=True)
-
-
-def _fill(fs: Path) -> None:
-    with open(fs / "filler", "wb") as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"\0" * (1 << 20))
-            f.flush()
-
-
 @pytest.mark.parametrize(
     "full",
     [
@@ -195,15 +158,15 @@ def _fill(fs: Path) -> None:
         "state",  # the whole state dir (the issue's case)
     ],
 )
-def test_a_full_disk_never_stops_the_stack(stacks: list[Up], tmp_path: Path, full: str) -> None:
+def test_a_full_disk_never_stops_the_stack(started: list[Up], tmp_path: Path, full: str) -> None:
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     where = state_dir / "logs" if full == "logs" else tmp_path / "fs"
-    with _tmpfs(where, "320m") as fs:
+    with tmpfs(where, "320m") as fs:
         up = Up(tmp_path, state_dir if full == "logs" else fs / "state", stdout=subprocess.DEVNULL)
-        stacks.append(up)
+        started.append(up)
         up.wait_ready()
-        _fill(fs)
+        fill(fs)
         assert os.statvfs(fs).f_bavail == 0
         results = _load(up.port, LOAD_S)
         assert len(results) >= 50, up.dump()

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from launcher.supervision.output import FATAL_PATTERNS, NonBlockingHandler, Relay, StreamWriter
+from testkit.fs import fill, tmpfs
 
 LINES = 20_000  # ~2 MB: far more than a pipe (64 KiB) and the writer's queue below hold
 QUEUE = 64 * 1024
@@ -136,39 +137,17 @@ def test_the_log_rotates_at_its_cap(tmp_path: Path, quiet: StreamWriter) -> None
     assert current.read_text().splitlines()[-1].startswith("line 000999")
 
 
-@contextlib.contextmanager
-def _small_fs(where: Path) -> Iterator[Path]:
-    where.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(where)],
-                          capture_output=True, text=True)  # fmt: skip
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=True)
-
-
-def _fill(fs: Path) -> Path:
-    filler = fs / "filler"
-    with open(filler, "wb") as f, contextlib.suppress(OSError):
-        while True:
-            f.write(b"\0" * 65536)
-            f.flush()
-    return filler
-
-
 @pytest.mark.parametrize("fault", ["full", "read-only"])
 def test_a_log_file_that_cannot_be_written_never_blocks_the_child(
     tmp_path: Path, caplog: pytest.LogCaptureFixture, fault: str, quiet: StreamWriter
 ) -> None:
     caplog.set_level(logging.WARNING, logger="launcher.supervision.output")
     name = f"w{uuid.uuid4().hex[:6]}"
-    with _small_fs(tmp_path / "fs") as fs:
+    with tmpfs(tmp_path / "fs", "1m") as fs:
         log_path = fs / "logs" / f"{name}.log"
         log_path.parent.mkdir()
         if fault == "full":
-            filler = _fill(fs)
+            filler = fill(fs, chunk=65536)
         else:
             subprocess.run(["mount", "-o", "remount,ro", str(fs)], check=True)
         relay = Relay(name, 8, log_path, console=quiet)

@@ -326,19 +326,15 @@ def test_model_path(path: str, ok: bool) -> None:
         assert repr(path) in str(err.value)
 
 
-def test_model_path_existing_dir_and_file(tmp_path: Path) -> None:
+def test_model_path_existing_dir_and_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     check_model_path(load(flags={"model": {"path": str(tmp_path)}}))
     # an existing file that looks like org/name is not a model
     (tmp_path / "org").mkdir()
     (tmp_path / "org" / "name").write_text("x", encoding="utf-8")
-    cwd = Path.cwd()
-    os.chdir(tmp_path)
-    try:
-        assert HF_ID_RE.match("org/name")
-        with pytest.raises(ConfigError):
-            check_model_path(load(flags={"model": {"path": "org/name"}}))
-    finally:
-        os.chdir(cwd)
+    monkeypatch.chdir(tmp_path)
+    assert HF_ID_RE.match("org/name")
+    with pytest.raises(ConfigError):
+        check_model_path(load(flags={"model": {"path": "org/name"}}))
 
 
 # -- GPUs ----------------------------------------------------------------------------------------
