@@ -64,6 +64,13 @@ def infra(tmp_path: Path) -> Iterator[tuple[PrivateEtcd, Nats]]:
     etcd.stop()
 
 
+def ready(launcher: Launcher) -> None:
+    try:
+        launcher.wait_ready()
+    except AssertionError as err:
+        raise AssertionError(f"{err}\n{launcher.dump()}") from None
+
+
 def chat_ok(port: int) -> bool:
     body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     try:
@@ -87,7 +94,10 @@ def test_sigkill_of_everything_then_clear_then_up_serves(
     args = ["mocker", "--workers", "2", "--namespace", ns, "--http-port", str(port)]
     first = Launcher(args, tmp_path / "first", env)
     try:
-        first.wait_ready()
+        ready(first)
+        kv_events = f"namespace-{ns}-component-backend-kv-events"
+        # The mockers create it about a second after they start: a run that has served a while.
+        poll_for(lambda: {"OBJ_tiny", kv_events} <= nats.streams(), 60, "the 0.5 streams")
         run_id = str(first.info()["run_id"])
         tagged = procs.tagged_pids(run_id)
         for pid in [first.proc.pid, *tagged]:  # everything at once, dynlaunch included
@@ -95,7 +105,6 @@ def test_sigkill_of_everything_then_clear_then_up_serves(
         poll_for(lambda: not procs.tagged_pids(run_id), 30, "no process of the run")
     finally:
         first.kill()
-    kv_events = f"namespace-{ns}-component-backend-kv-events"
     assert {"OBJ_tiny", kv_events} <= nats.streams()
     assert gateway.get("mdc/tiny") is not None
     # 0.5 never revokes a lease itself: the dead workers' keys stay for their 10 s TTL.
@@ -114,7 +123,7 @@ def test_sigkill_of_everything_then_clear_then_up_serves(
 
     second = Launcher(args, tmp_path / "second", env)
     try:
-        second.wait_ready()
+        ready(second)
         assert chat_ok(port)
         assert not any("Missing model deployment card" in line for line in second.out), (
             second.dump()
