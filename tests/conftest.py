@@ -20,6 +20,14 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     )
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The random order's seed, also under -q (which hides pytest-randomly's header line): rerun
+    a failed order with `-p randomly --randomly-seed=N`."""
+    seed = terminalreporter.config.getoption("randomly_seed", default=None)
+    if terminalreporter.config.pluginmanager.has_plugin("randomly") and seed is not None:
+        terminalreporter.write_line(f"random order: --randomly-seed={seed}")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _cache_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """XDG_CACHE_HOME of this test process and every dynlaunch it starts: a session temp dir
