@@ -149,6 +149,16 @@ class Launcher:
         return "\n".join(["--- stderr", *self.err[-60:], "--- stdout", *self.out[-60:]])
 
 
+CHILDREN = ("etcd", "nats", "frontend", "worker-0", "worker-1")  # of `up mocker --workers 2`
+
+
+def make_model(path: Path) -> Path:
+    """The tiny offline model at ``path``, made by scripts/make_tiny_model.py (a subprocess)."""
+    subprocess.run([sys.executable, str(REPO / "scripts" / "make_tiny_model.py"), str(path)],
+                   check=True, capture_output=True, timeout=120)  # fmt: skip
+    return path
+
+
 def up_mocker(
     started: list[Launcher], tmp: Path, *args: str, tag: str = "t",
     env: Mapping[str, str] | None = None, prefix: tuple[str, ...] = (),

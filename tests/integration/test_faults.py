@@ -7,12 +7,11 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
-from launcher_run import REPO, Launcher, Load, chat_ok, up_mocker
+from launcher_run import CHILDREN, Launcher, Load, chat_ok, make_model, up_mocker
 
 from testkit import procs
 from testkit.net import poll_for
@@ -23,9 +22,6 @@ pytestmark = pytest.mark.integration
 
 def _up(started: list[Launcher], tmp_path: Path, *args: str, **kw: Any) -> tuple[Launcher, int]:
     return up_mocker(started, tmp_path, *args, tag="ft", **kw)
-
-
-CHILDREN = ("etcd", "nats", "frontend", "worker-0", "worker-1")  # of `up mocker --workers 2`
 
 
 def test_sigkill_of_the_launcher_leaves_no_process(started: list[Launcher], tmp_path: Path) -> None:
@@ -99,9 +95,7 @@ def _ns_pid(pid: int) -> int | None:
 def test_crash_loop_ends_the_run_with_the_childs_code(
     started: list[Launcher], tmp_path: Path
 ) -> None:
-    model = tmp_path / "model"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_tiny_model.py"), str(model)],
-                   check=True, capture_output=True)  # fmt: skip
+    model = make_model(tmp_path / "model")
     env = {
         "DYNLAUNCH_RESTART__MAX_RESTARTS": "2",
         "DYNLAUNCH_RESTART__BACKOFF_BASE_S": "0.5",

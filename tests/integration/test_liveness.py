@@ -7,8 +7,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from launcher_run import REPO, Launcher, Load, chat_ok, up_mocker
+from launcher_run import Launcher, Load, chat_ok, make_model, up_mocker
 
 from testkit import procs
 from testkit.etcd import Gateway
@@ -169,9 +167,7 @@ def test_a_sigkill_from_outside_is_not_called_out_of_memory(
 def test_a_model_without_a_tokenizer_fails_fast_naming_the_cause(
     started: list[Launcher], tmp_path: Path
 ) -> None:
-    model = tmp_path / "model"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "make_tiny_model.py"), str(model)],
-                   check=True, capture_output=True)  # fmt: skip
+    model = make_model(tmp_path / "model")
     for name in ("tokenizer.json", "tokenizer_config.json"):
         (model / name).unlink()
     launcher, _ = _up(started, tmp_path, "--model-path", str(model), "--served-model-name", "tiny",

@@ -27,6 +27,7 @@ from testkit.procs import tagged_pids
 pytestmark = pytest.mark.integration
 
 LOAD_S = 12.0
+MIN_REQUESTS = 10  # proves that traffic flowed; how much is the benchmarks' business
 CLIENTS = 3
 STOP_BUDGET_S = 60.0
 
@@ -135,7 +136,7 @@ def test_an_output_nobody_reads_never_stops_the_stack(
         logs = up.state_dir / "logs"
         before = _log_sizes(logs)
         results = _load(up.port, LOAD_S)
-        assert len(results) >= 50, up.dump()
+        assert len(results) >= MIN_REQUESTS, up.dump()
         assert all(results), f"{results.count(False)} of {len(results)} requests failed"
         print(f"{len(results)} requests, all good")
         after = _log_sizes(logs)
@@ -169,7 +170,7 @@ def test_a_full_disk_never_stops_the_stack(started: list[Up], tmp_path: Path, fu
         fill(fs)
         assert os.statvfs(fs).f_bavail == 0
         results = _load(up.port, LOAD_S)
-        assert len(results) >= 50, up.dump()
+        assert len(results) >= MIN_REQUESTS, up.dump()
         assert all(results), f"{results.count(False)} of {len(results)} requests failed"
         print(f"{len(results)} requests, all good")
         warnings = [line for line in up.err if "cannot write" in line and "status.json" not in line]

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from launcher_run import Launcher, up_mocker
+from launcher_run import CHILDREN, Launcher, up_mocker
 
 from testkit import procs
 from testkit.net import poll_for
@@ -39,8 +39,9 @@ def test_two_workers_serve_then_sigterm_leaves_nothing(
     launcher, port = _up(started, tmp_path, "--workers", "2")
     launcher.wait_ready()
     run_id = str(launcher.info()["run_id"])
-    children = tagged_pids(run_id)
-    assert len(children) >= 5, launcher.dump()  # etcd, nats, frontend, 2 workers
+    children = {launcher.child_pid(name) for name in CHILDREN}
+    assert len(children) == len(CHILDREN)
+    assert tagged_pids(run_id) == children, launcher.dump()  # no other process of the run
 
     models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()
     assert [m["id"] for m in models["data"]] == ["tiny"]
