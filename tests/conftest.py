@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 from collections.abc import Iterator
 from typing import Any
 
@@ -18,6 +20,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=False,
         help="rewrite tests/k8s/golden/*.yaml from the renderer (those tests then fail or skip)",
     )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Hypothesis keeps its files (constants it found in the code, Unicode tables) in a temp dir
+    of this run, not in .hypothesis/ of the source tree."""
+    from hypothesis.configuration import set_hypothesis_home_dir
+
+    home = tempfile.mkdtemp(prefix="dynlaunch-hypothesis-")
+    config.add_cleanup(lambda: shutil.rmtree(home, ignore_errors=True))
+    set_hypothesis_home_dir(home)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
