@@ -168,16 +168,20 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "started-line-shows-argv",
         "launcher/supervision/supervisor.py",
-        '" ".join(child.spec.argv[:4])',
+        '" ".join(mask_argv(child.spec.argv)[:4])',
         '" ".join(child.spec.argv)',
         "up's started: line prints the whole argv, secret flags included",
-        (f"{SECRETS}::test_the_started_line_never_shows_a_secret_flag",),
+        (
+            f"{SECRETS}::test_the_started_line_never_shows_a_secret_flag",
+            "tests/supervision/test_supervisor_children.py"
+            "::test_the_started_line_never_shows_a_secret_flag_value",
+        ),
     ),
     Mutant(
         "up-logs-child-env",
         "launcher/supervision/supervisor.py",
-        '" ".join(child.spec.argv[:4]))',
-        '" ".join(child.spec.argv[:4]) + str(dict(child.spec.env)))',
+        "proc.pid, shown)",
+        "proc.pid, shown + str(dict(child.spec.env)))",
         "up's started: line prints the child's env, HF_TOKEN's value included",
         ("tests/integration/test_secret_up.py",),
     ),
