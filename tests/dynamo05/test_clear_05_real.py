@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from launcher_run import REPO, Launcher
+from launcher_run import REPO, Launcher, chat_ok
 
 from testkit import procs
 from testkit.etcd import Gateway, PrivateEtcd
@@ -69,15 +69,6 @@ def ready(launcher: Launcher) -> None:
         launcher.wait_ready()
     except AssertionError as err:
         raise AssertionError(f"{err}\n{launcher.dump()}") from None
-
-
-def chat_ok(port: int) -> bool:
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
-    try:
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        return httpx.post(url, json=body, timeout=30).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 def test_sigkill_of_everything_then_clear_then_up_serves(

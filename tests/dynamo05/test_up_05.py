@@ -14,9 +14,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
-from launcher_run import REPO, Launcher, Load
+from launcher_run import REPO, Launcher, Load, chat
 
 from testkit import procs
 from testkit.etcd import Gateway
@@ -48,16 +47,6 @@ def ready(launcher: Launcher) -> None:
         launcher.wait_ready()
     except AssertionError as err:
         raise AssertionError(f"{err}\n{launcher.dump()}") from None
-
-
-def chat(port: int, stream: bool) -> httpx.Response:
-    body = {
-        "model": "tiny",
-        "messages": [{"role": "user", "content": "Hello there"}],
-        "max_tokens": 8,
-        "stream": stream,
-    }
-    return httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=30)
 
 
 def listening(port: int) -> bool:

@@ -23,12 +23,21 @@ from testkit.net import free_port, poll_for
 REPO = Path(__file__).resolve().parents[2]
 
 
+def chat(port: int, stream: bool, max_tokens: int = 8) -> httpx.Response:
+    """One small chat completion of the model `tiny` through the frontend on ``port``."""
+    body = {
+        "model": "tiny",
+        "messages": [{"role": "user", "content": "Hello there"}],
+        "max_tokens": max_tokens,
+        "stream": stream,
+    }
+    return httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=30)
+
+
 def chat_ok(port: int) -> bool:
     """One small chat completion through the frontend on ``port`` succeeds."""
-    body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
     try:
-        url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        return httpx.post(url, json=body, timeout=30).status_code == 200
+        return chat(port, stream=False, max_tokens=4).status_code == 200
     except httpx.HTTPError:
         return False
 

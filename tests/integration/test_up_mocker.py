@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from launcher_run import CHILDREN, Launcher, up_mocker
+from launcher_run import CHILDREN, Launcher, chat, up_mocker
 
 from testkit import procs
 from testkit.net import poll_for
@@ -21,16 +21,6 @@ pytestmark = pytest.mark.integration
 
 def _up(started: list[Launcher], tmp_path: Path, *args: str, **kw: Any) -> tuple[Launcher, int]:
     return up_mocker(started, tmp_path, *args, tag="it", **kw)
-
-
-def _chat(port: int, stream: bool) -> httpx.Response:
-    body = {
-        "model": "tiny",
-        "messages": [{"role": "user", "content": "Hello there"}],
-        "max_tokens": 8,
-        "stream": stream,
-    }
-    return httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, timeout=30)
 
 
 def test_two_workers_serve_then_sigterm_leaves_nothing(
@@ -46,11 +36,11 @@ def test_two_workers_serve_then_sigterm_leaves_nothing(
     models = httpx.get(f"http://127.0.0.1:{port}/v1/models", timeout=10).json()
     assert [m["id"] for m in models["data"]] == ["tiny"]
 
-    plain = _chat(port, stream=False)
+    plain = chat(port, stream=False)
     assert plain.status_code == 200, plain.text
     assert plain.json()["usage"]["completion_tokens"] == 8
 
-    streamed = _chat(port, stream=True)
+    streamed = chat(port, stream=True)
     assert streamed.status_code == 200
     events = [line[6:] for line in streamed.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]"
@@ -81,7 +71,7 @@ def test_dead_worker_is_restarted_and_serves_again(started: list[Launcher], tmp_
     assert launcher.child_pid("worker-0", 2) != first
 
     def serving() -> bool:
-        return _chat(port, stream=False).status_code == 200
+        return chat(port, stream=False).status_code == 200
 
     poll_for(serving, 60, "a completion from the restarted worker")
     assert launcher.stop(signal.SIGINT) == 0, launcher.dump()
