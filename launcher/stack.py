@@ -33,7 +33,7 @@ from launcher import probes
 from launcher.config import Config
 from launcher.errors import StartupError
 from launcher.plan import ROLES_START_ORDER, Plan
-from launcher.supervision import lifecycle, liveness
+from launcher.supervision import lifecycle, liveness, output
 from launcher.supervision.lifecycle import Policy, RestartRules, State
 from launcher.supervision.supervisor import Child, Supervisor, become_subreaper, describe_status
 
@@ -231,10 +231,12 @@ class Stack:
         """A child that logged a line that means it can never serve (output.FATAL_PATTERNS):
         fail now, not at the start-up deadline."""
         for child in self.children:
-            if child.relay.fatal is not None:
+            line = child.relay.fatal
+            if line is not None:
+                meaning = output.fatal_meaning(line)
                 raise StartupError(
-                    f"{child.name} pid={child.pid} cannot serve: {child.relay.fatal.strip()!r}; "
-                    f"full log: {child.relay.log_path}"
+                    f"{child.name} pid={child.pid} cannot serve: {line.strip()[-200:]!r}"
+                    f"{f' ({meaning})' if meaning else ''}; full log: {child.relay.log_path}"
                 )
 
     def _died_early(self, child: Child) -> None:

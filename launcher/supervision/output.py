@@ -35,19 +35,32 @@ EXIT_DRAIN_S = 1.0  # at exit, the longest wait for queued lines to be written
 RETRY_S = 1.0  # a failing log file is tried again after this long
 REPORT_S = 5.0  # a stream that stays behind still reports its drops this often
 
-# Lines that certainly mean the process cannot serve (checked on every line of every child).
-FATAL_PATTERNS: tuple[re.Pattern[str], ...] = (
+# Lines that certainly mean the process cannot serve (checked on every line of every child), each
+# with what it means for the user.
+FATAL_LINES: dict[str, str] = {
     # The frontend cannot build a chat pipeline for the model (ai-dynamo 1.4.2: the model dir
     # has no tokenizer.json): "Error adding model from discovery ... error="chat pipeline
     # requires preprocessed routing"", again at every reconciliation retry.
-    re.compile(r"requires preprocessed routing"),
+    r"requires preprocessed routing": "the model dir has no tokenizer.json",
     # The same with a tokenizer.json but no tokenizer_config.json (no chat template):
     # "Error adding model from discovery ... error="prompt_formatter_from_mdc: MDC does not
     # contain a prompt formatter"".
-    re.compile(r"MDC does not contain a prompt formatter"),
+    r"MDC does not contain a prompt formatter": "the model dir has no chat template "
+    "(tokenizer_config.json)",
+    # Dynamo 0.5's frontend binds its response stream on the host's first address of scope
+    # global and panics when there is none: "called `Result::unwrap()` on an `Err` value:
+    # LocalIpAddressNotFound" (seen with only `lo` in a network namespace).
+    r"LocalIpAddressNotFound": "Dynamo 0.5 needs an address of scope global on this host; "
+    "see README, Dynamo versions",
     # Not listed: the mocker without a tokenizer logs only WARN lines ("error loading tokenizer
     # from ModelDeploymentCard ... does not have a tokenizer") and registers and serves anyway.
-)
+}
+FATAL_PATTERNS: tuple[re.Pattern[str], ...] = tuple(re.compile(p) for p in FATAL_LINES)
+
+
+def fatal_meaning(line: str) -> str | None:
+    """What a fatal line means for the user, when FATAL_LINES knows it."""
+    return next((what for p, what in FATAL_LINES.items() if re.search(p, line)), None)
 
 
 class _Pump:
