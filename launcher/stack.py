@@ -199,7 +199,6 @@ class Stack:
             self._wait("a one-token chat completion",
                        partial(probes.one_token_completion, base, model), deadline)  # fmt: skip
         for child in self.children:
-            child.ready = True
             child.to(State.RUNNING, "the stack is ready")
         self.hooks.on_change(self.children)
 

@@ -79,7 +79,6 @@ class Child:
     backoff_attempt: int = 0  # consecutive quick failures, for the backoff
     state: State = State.PENDING  # changed only through `to`
     next_start: float | None = None  # BACKOFF: when the restart is due
-    ready: bool = False  # the stack reached ready with this child in it
     started_wall: float = 0.0  # time.time() of the last start, for `status`
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
     health: Health = field(default_factory=Health)  # what the liveness watcher last saw
@@ -148,7 +147,8 @@ class Supervisor:
         )
         assert proc.stdout is not None
         child.proc, child.pid, child.status = proc, proc.pid, None
-        child.to(State.RUNNING if child.ready else State.STARTING, "spawned")
+        # A restart (from BACKOFF) happens only once the stack was ready: it runs at once.
+        child.to(State.RUNNING if child.state is State.BACKOFF else State.STARTING, "spawned")
         child.started_at, child.next_start = now, None
         child.kill_at, child.oom_kills_at_start = None, oom_kills()
         child.health = Health()  # a new process: liveness starts afresh
