@@ -29,9 +29,6 @@ class Compat:
     event_plane_env: bool  # DYN_EVENT_PLANE(_HOST), DYN_DISCOVERY_BACKEND
     endpoint_health_env: bool  # DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS (else starting status)
     layout: str  # registrations in etcd: "v1" (v1/instances/NS/...) or "0.5" (instances/NS/...)
-    # Start workers only once the frontend answers: a 0.5 frontend started together with its
-    # workers sometimes never lists their model (seen in CI and by hand, a few runs in 20).
-    workers_after_frontend: bool = False
 
     @property
     def fence_by(self) -> str:
@@ -60,7 +57,6 @@ _PRE_1 = Compat(
     event_plane_env=False,
     endpoint_health_env=False,
     layout="0.5",
-    workers_after_frontend=True,
 )
 _V1 = Compat(
     line="1.x",

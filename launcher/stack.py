@@ -30,7 +30,6 @@ from functools import partial
 from types import FrameType
 
 from launcher import probes
-from launcher.compat import for_version
 from launcher.config import Config
 from launcher.errors import StartupError
 from launcher.plan import ROLES_START_ORDER, Plan
@@ -170,15 +169,7 @@ class Stack:
         # nothing to lock or clear in a fresh etcd: everything starts at once, and Dynamo's own
         # start-up (about a second of imports) outlasts etcd's.
         fresh = bool(self.plan.by_role("etcd")) and bool(self.plan.by_role("nats"))
-        # Dynamo 0.5: workers only once the frontend answers (compat.workers_after_frontend).
-        after = for_version(self.plan.dynamo_version).workers_after_frontend
-        orders: dict[tuple[bool, bool], list[tuple[str, ...]]] = {
-            (True, False): [ROLES_START_ORDER],
-            (False, False): [("etcd", "nats"), ("frontend", "worker")],
-            (True, True): [("etcd", "nats", "frontend"), ("worker",)],
-            (False, True): [("etcd", "nats"), ("frontend",), ("worker",)],
-        }
-        tiers = orders[(fresh, after)]
+        tiers = [ROLES_START_ORDER] if fresh else [("etcd", "nats"), ("frontend", "worker")]
         for tier in tiers:
             group = [c for c in self.children if c.spec.role in tier]
             if "frontend" in tier and group and not fresh:
