@@ -29,6 +29,10 @@ class Compat:
     event_plane_env: bool  # DYN_EVENT_PLANE(_HOST), DYN_DISCOVERY_BACKEND
     endpoint_health_env: bool  # DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS (else starting status)
     layout: str  # registrations in etcd: "v1" (v1/instances/NS/...) or "0.5" (instances/NS/...)
+    # The frontend takes the migration limit from the model card (mdc/<slug>), which the first
+    # worker ever writes and nobody refreshes (0.5's mocker has no flag for it): dynlaunch sets it
+    # once the workers have registered, and only then starts the frontend, which reads it.
+    migration_in_card: bool
 
     @property
     def fence_by(self) -> str:
@@ -57,6 +61,7 @@ _PRE_1 = Compat(
     event_plane_env=False,
     endpoint_health_env=False,
     layout="0.5",
+    migration_in_card=True,
 )
 _V1 = Compat(
     line="1.x",
@@ -69,6 +74,7 @@ _V1 = Compat(
     event_plane_env=True,
     endpoint_health_env=True,
     layout="v1",
+    migration_in_card=False,
 )
 
 

@@ -19,7 +19,6 @@ from launcher.errors import ConfigError
 from launcher.names import is_secret_flag, is_secret_name
 
 SYSTEM_PORT_MAX = 32767  # Dynamo parses DYN_SYSTEM_PORT as a signed 16-bit number
-ROLES_START_ORDER = ("etcd", "nats", "frontend", "worker")
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,8 @@ class Plan:
     role: str = "all"  # all | frontend | worker
     warnings: tuple[str, ...] = ()  # e.g. placeholder GPU ids in a dry run
     files: tuple[tuple[str, str], ...] = ()  # (path, text) the shell writes before any start
+    # Set in the model card once the workers registered, before the frontend starts (0.5).
+    card_migration_limit: int | None = None
 
     def by_role(self, role: str) -> list[ProcessSpec]:
         return [p for p in self.processes if p.role == role]
@@ -100,8 +101,32 @@ class Plan:
             "state_dir": self.state_dir,
             "processes": [p.to_json() for p in self.processes],
             "files": dict(self.files),
+            "start_order": [list(tier) for tier in start_tiers(self)],
+            **({} if self.card_migration_limit is None
+               else {"model_card": {"migration_limit": self.card_migration_limit}}),
             "warnings": list(self.warnings),
-        }
+        }  # fmt: skip
+
+    @property
+    def frontend_after_registration(self) -> bool:
+        """The frontend starts once every worker has registered (see `start_tiers`)."""
+        return self.card_migration_limit is not None
+
+
+def start_tiers(plan: Plan) -> tuple[tuple[str, ...], ...]:
+    """The roles `up` starts together, tier after tier. Embedded etcd and NATS start with the
+    first Dynamo tier (a fresh etcd has nothing to lock or clear); external ones are waited for
+    first. Dynamo 1.x: frontend and workers at once. Dynamo 0.5: workers, then the frontend, once
+    every worker has registered and the model card holds the migration limit (0.5's frontend
+    reads it from the card when it first sees the model)."""
+    dynamo = (
+        (("worker",), ("frontend",))
+        if plan.frontend_after_registration
+        else (("frontend", "worker"),)
+    )
+    if plan.by_role("etcd") and plan.by_role("nats"):
+        return (("etcd", "nats", *dynamo[0]), *dynamo[1:])
+    return (("etcd", "nats"), *dynamo)
 
 
 def mask_argv(argv: tuple[str, ...]) -> list[str]:
@@ -222,6 +247,9 @@ def build_plan(cfg: Config, backend: str, host: Host, role: str = "all") -> Plan
         processes=tuple(procs),
         role=role,
         files=_files(cfg, backend, host, compat, role),
+        card_migration_limit=(
+            cfg.frontend.migration_limit if compat.migration_in_card and role == "all" else None
+        ),
     )
 
 
@@ -347,6 +375,8 @@ def _worker(
         argv += ["--trust-remote-code"] if wk.trust_remote_code else []
         argv += ["--skip-tokenizer-init"] if wk.skip_tokenizer_init else []
         argv += ["--nccl-port", str(ports["nccl"])] if "nccl" in ports else []
+        if compat.migration_in_card:  # the card a first worker writes: 1.x's frontend flag
+            argv += ["--migration-limit", str(cfg.frontend.migration_limit)]
         if "kv_events" in ports:
             endpoint = f"tcp://127.0.0.1:{ports['kv_events']}"
             kv = {"publisher": "zmq", "topic": "kv-events", "endpoint": endpoint}

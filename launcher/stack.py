@@ -32,7 +32,7 @@ from types import FrameType
 from launcher import probes
 from launcher.config import Config
 from launcher.errors import StartupError
-from launcher.plan import ROLES_START_ORDER, Plan
+from launcher.plan import Plan, start_tiers
 from launcher.supervision import lifecycle, liveness, output
 from launcher.supervision.lifecycle import Policy, RestartRules, State
 from launcher.supervision.supervisor import Child, Supervisor, become_subreaper, describe_status
@@ -54,7 +54,9 @@ class Hooks:
     """What the stack's owner does at lifecycle points (the stack itself only runs processes)."""
 
     etcd_ready: Callable[[], None] = _nothing  # etcd answers; nothing of Dynamo runs yet
-    before_frontend: Callable[[], None] = _nothing
+    before_dynamo: Callable[[], None] = _nothing  # external etcd: the stale-only clear
+    workers_registered: Callable[[], bool] = lambda: True  # plan.frontend_after_registration
+    after_registration: Callable[[], None] = _nothing  # e.g. the migration limit in the card
     on_change: Callable[[list[Child]], None] = lambda _children: None  # e.g. the status file
     on_exit: Callable[[Child], None] = lambda _child: None  # exited on its own, or hung: fence it
     dynamo_stopped: Callable[[], None] = _nothing  # workers and frontend are down, infra is up
@@ -164,16 +166,22 @@ class Stack:
         if not self.plan.by_role("nats"):
             self._wait_external("NATS", self.plan.nats_url, probes.nats_ok)
         # With external etcd: its lock and stale clear come first, so etcd and NATS start (or are
-        # waited for) before the frontend, then at once the workers (they register in etcd on
-        # their own; the frontend picks them up whenever it comes). With embedded infra there is
-        # nothing to lock or clear in a fresh etcd: everything starts at once, and Dynamo's own
-        # start-up (about a second of imports) outlasts etcd's.
+        # waited for) before any Dynamo process. With embedded infra there is nothing to lock or
+        # clear in a fresh etcd: the first tier starts with them, and Dynamo's own start-up (about
+        # a second of imports) outlasts etcd's. The tiers: plan.start_tiers.
         fresh = bool(self.plan.by_role("etcd")) and bool(self.plan.by_role("nats"))
-        tiers = [ROLES_START_ORDER] if fresh else [("etcd", "nats"), ("frontend", "worker")]
-        for tier in tiers:
+        cleared = fresh
+        for tier in start_tiers(self.plan):
             group = [c for c in self.children if c.spec.role in tier]
-            if "frontend" in tier and group and not fresh:
-                self.hooks.before_frontend()
+            dynamo = any(c.spec.role in ("frontend", "worker") for c in group)
+            if dynamo and not cleared:
+                self.hooks.before_dynamo()
+                cleared = True
+            if "frontend" in tier and group and self.plan.frontend_after_registration:
+                workers = len(self.plan.by_role("worker"))
+                self._wait(f"{workers} worker(s) registered in etcd",
+                           self.hooks.workers_registered, deadline)  # fmt: skip
+                self.hooks.after_registration()
             for child in group:
                 self.sup.spawn(child, time.monotonic())
             self.hooks.on_change(self.children)

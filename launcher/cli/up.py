@@ -197,7 +197,9 @@ def up(
             etcd = Coordination(the_plan, rpc_host, run_id)
             hooks = Hooks(
                 etcd_ready=etcd.etcd_ready if role == "all" else lambda: None,
-                before_frontend=etcd.before_frontend,
+                before_dynamo=etcd.before_dynamo,
+                workers_registered=etcd.workers_registered,
+                after_registration=etcd.after_registration,
                 on_change=state.write_status,
                 on_exit=etcd.fence,
                 dynamo_stopped=etcd.release,

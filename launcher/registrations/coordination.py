@@ -12,7 +12,7 @@ from launcher import probes
 from launcher.compat import for_version
 from launcher.errors import DynlaunchError
 from launcher.plan import Plan
-from launcher.registrations import lock
+from launcher.registrations import card05, lock
 from launcher.registrations.etcd import Etcd
 from launcher.supervision.supervisor import Child
 
@@ -33,6 +33,9 @@ class Coordination:
         nats = plan.by_role("nats")
         monitor = nats[0].ports.get("monitor") if nats else None
         self.nats_monitor = f"http://127.0.0.1:{monitor}" if monitor else None
+        self.model = plan.served_model
+        self.workers = len(plan.by_role("worker"))
+        self.migration_limit = plan.card_migration_limit
         self._lease: int | None = None
         self._stop = threading.Event()
         self._keeper: threading.Thread | None = None
@@ -59,13 +62,34 @@ class Coordination:
         except DynlaunchError as err:  # etcd restarting; try again
             log.warning("dynlaunch: namespace lock: %s", err)
 
-    def before_frontend(self) -> None:
+    def before_dynamo(self) -> None:
         """Remove registrations whose owner is gone; a live worker's are never touched."""
         counts = lock.clear_stale(self.etcd, self.namespace, self.nats)
         removed = {kind: c["removed"] for kind, c in counts.items() if c["removed"]}
         if removed:
             log.info("dynlaunch: cleared stale registrations of %r: %s", self.namespace,
                      ", ".join(f"{n} {kind}" for kind, n in removed.items()))  # fmt: skip
+
+    def workers_registered(self) -> bool:
+        """0.5: every planned worker has put its models/ entry (its model files are uploaded)."""
+        try:
+            found = card05.count_registered(self.etcd, self.namespace, self.model)
+        except DynlaunchError:  # etcd busy or restarting: ask again
+            return False
+        return found >= self.workers
+
+    def after_registration(self) -> None:
+        """0.5: the migration limit into the model card, which the frontend about to start
+        reads (its own flag does not exist)."""
+        if self.migration_limit is None:
+            return
+        before = card05.set_migration_limit(self.etcd, self.model, self.migration_limit)
+        if before is None:
+            log.warning("dynlaunch: no model card for %r in etcd: requests will not migrate "
+                        "when a worker dies", self.model)  # fmt: skip
+        elif before != self.migration_limit:
+            log.info("dynlaunch: model card of %r: migration_limit %s -> %d (the frontend reads it "
+                     "from the card)", self.model, before, self.migration_limit)  # fmt: skip
 
     def fence(self, child: Child) -> None:
         """A worker exited: revoke its lease so the frontend stops routing to it now. 1.x: the

@@ -305,6 +305,21 @@ class Etcd:
         deleted = [r.get("response_delete_range", {}) for r in data.get("responses", [])]
         return sum(int(r.get("deleted", 0)) for r in deleted)
 
+    def put_if_unchanged(self, kv: KeyValue, value: bytes | str) -> bool:
+        """Replace the value of ``kv.key`` (same lease) only if nobody wrote it since ``kv`` was
+        read: False when it changed or vanished in between (nothing written)."""
+        put: dict[str, Any] = {"key": _b64(kv.key), "value": _b64(value)}
+        if kv.lease:
+            put["lease"] = str(kv.lease)
+        body = {
+            "compare": [
+                {"key": _b64(kv.key), "target": "MOD", "result": "EQUAL",
+                 "mod_revision": str(kv.mod_revision)},
+            ],
+            "success": [{"request_put": put}],
+        }  # fmt: skip
+        return bool(self._call("/v3/kv/txn", body).get("succeeded", False))
+
     def put_if_absent(self, key: str, value: bytes | str, lease: int = 0) -> KeyValue | None:
         """Create ``key`` unless it exists: None when created, else the existing key."""
         put: dict[str, Any] = {"key": _b64(key), "value": _b64(value)}

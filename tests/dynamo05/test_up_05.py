@@ -125,7 +125,7 @@ def test_two_workers_serve_status_counts_then_sigterm_leaves_nothing(
     assert not any(procs.alive(pid) for pid in tagged)
 
 
-def test_sigkilled_worker_is_fenced_at_once(
+def test_sigkilled_worker_is_fenced_at_once_and_no_request_fails(
     started: list[Launcher], tmp_path: Path, dynamo05_python: Path
 ) -> None:
     launcher, port = up05(started, tmp_path, dynamo05_python, "--workers", "2")
@@ -139,6 +139,10 @@ def test_sigkilled_worker_is_fenced_at_once(
 
     before = worker_leases()
     assert len(before) == 2
+    # 0.5's frontend migrates a request whose worker died only if the model card says so.
+    card = gateway.get("mdc/tiny")
+    assert card is not None
+    assert json.loads(card[1])["migration_limit"] == 3, card
     load = Load(port, clients=4)
     time.sleep(3)
     victim = launcher.child_pid("worker-0")
@@ -162,4 +166,5 @@ def test_sigkilled_worker_is_fenced_at_once(
         f"0.5 fencing: lease revoked {fenced_after:.2f} s after SIGKILL; "
         f"{Load.failed(results)} of {len(results)} requests failed"
     )
+    assert Load.failed(results) == 0, launcher.dump()
     assert launcher.stop(signal.SIGTERM) == 0, launcher.dump()

@@ -11,8 +11,8 @@ import pytest
 from launcher import compat
 from launcher.config import Config, load_config
 from launcher.errors import ConfigError
-from launcher.plan import Host, Plan, build_plan, port_slots
-from launcher.registrations import layouts
+from launcher.plan import Host, Plan, build_plan, port_slots, start_tiers
+from launcher.registrations import card05, layouts
 
 
 def cfg_for(backend: str, flags: dict[str, Any] | None = None) -> Config:
@@ -154,3 +154,72 @@ def test_nats_subjects() -> None:
     assert layouts.nats_subjects({"transport": {"nats_tcp": "a_b.c-1"}}) == ("a_b.c-1",)
     assert layouts.nats_subjects({"transport": {"tcp": "127.0.0.1:1/x"}}) == ()
     assert layouts.nats_subjects(None) == ()
+
+
+@pytest.mark.parametrize(
+    ("version", "external", "tiers"),
+    [
+        ("1.4.2", False, [["etcd", "nats", "frontend", "worker"]]),
+        ("1.4.2", True, [["etcd", "nats"], ["frontend", "worker"]]),
+        ("0.5.0", False, [["etcd", "nats", "worker"], ["frontend"]]),
+        ("0.5.0", True, [["etcd", "nats"], ["worker"], ["frontend"]]),
+    ],
+)
+def test_start_order(version: str, external: bool, tiers: list[list[str]]) -> None:
+    """0.5's frontend starts once the workers registered and the card holds the migration limit
+    (it reads the card once); 1.x starts both at once."""
+    cfg = cfg_for("mocker", {"workers": {"count": 2}})
+    slots = port_slots(cfg, embedded_etcd=not external, embedded_nats=not external,
+                       nccl=False, dynamo_version=version)  # fmt: skip
+    host = Host(
+        dynamo_version=version, python="python3", gpus=(), gpu_source="test",
+        ports={slot.name: 20000 + i for i, slot in enumerate(slots)}, state_dir="/tmp/s",
+        etcd_endpoints="http://127.0.0.1:1" if external else None,
+        nats_url="nats://127.0.0.1:2" if external else None,
+    )  # fmt: skip
+    plan = build_plan(cfg, "mocker", host)
+    assert plan.to_json()["start_order"] == tiers
+    assert [list(t) for t in start_tiers(plan)] == tiers
+
+
+@pytest.mark.parametrize(
+    ("version", "in_card"), [("0.4.1", True), ("0.5.0", True), ("1.4.2", False)]
+)
+def test_migration_limit_where_each_line_reads_it(version: str, in_card: bool) -> None:
+    """1.x: the frontend's flag. 0.5: the card (set by `up`), and SGLang's worker flag, which
+    fills a card it creates; the 0.5 mocker has no such flag."""
+    flags = {"frontend": {"migration_limit": 5}}
+    for backend in ("mocker", "sglang"):
+        plan = plan_for(backend, version, flags)
+        fe_argv = list(plan.by_role("frontend")[0].argv)
+        wk_argv = list(plan.by_role("worker")[0].argv)
+        assert ("--migration-limit" in fe_argv) is not in_card
+        assert plan.card_migration_limit == (5 if in_card else None)
+        assert ("model_card" in plan.to_json()) is in_card
+        in_worker = backend == "sglang" and in_card
+        assert ("--migration-limit" in wk_argv) is in_worker
+        if in_worker:
+            assert wk_argv[wk_argv.index("--migration-limit") + 1] == "5"
+
+
+def test_card_migration_limit_changes_one_field_only() -> None:
+    card = {"display_name": "tiny", "slug": "tiny", "migration_limit": 0, "context_length": 2048}
+    raw = json.dumps(card).encode()
+    new = card05.with_migration_limit(raw, 3)
+    assert new is not None
+    assert json.loads(new) == {**card, "migration_limit": 3}
+    assert card05.with_migration_limit(new, 3) is None  # already so: nothing to write
+    assert card05.with_migration_limit(b"not json", 3) is None
+    assert card05.with_migration_limit(b"[1]", 3) is None
+
+
+def test_registered_counts_one_model_of_one_namespace() -> None:
+    entries = [
+        entry("models/u1", model("dyn", "tiny"), 0x1A),
+        entry("models/u2", model("dyn", "tiny"), 0x2B),
+        entry("models/u3", model("dyn2", "tiny"), 0x3C),
+        entry("models/u4", model("dyn", "other"), 0x4D),
+        entry("mdc/tiny", {"display_name": "tiny"}),
+    ]
+    assert card05.registered(entries, "dyn", "tiny") == 2
+    assert card05.registered(entries, "dyn", "none") == 0
