@@ -15,6 +15,7 @@ from pathlib import Path
 from launcher import gpus, ports, probes, tinymodel, versions
 from launcher.config import Config, check_model_path, mask_userinfo, tiny_model_dir
 from launcher.errors import ConfigError, StartupError
+from launcher.k8s import podenv
 from launcher.plan import Host, Plan, build_plan, external_infra, port_slots
 from launcher.statedir import states_root
 
@@ -61,10 +62,11 @@ def ensure_tiny_model(cfg: Config, backend: str, environ: Mapping[str, str]) -> 
 
 
 def for_role(cfg: Config, role: str, environ: Mapping[str, str]) -> Config:
-    """In a pod (role frontend or worker) the operator's DYN_NAMESPACE is the namespace."""
+    """In a pod (role frontend or worker) the operator's DYN_NAMESPACE is the namespace; a
+    worker's carries the operator's DYN_NAMESPACE_WORKER_SUFFIX (launcher.k8s.podenv)."""
     if role not in ROLES:
         raise ConfigError(f"--role {role!r}: choose one of: {', '.join(ROLES)}")
-    namespace = environ.get("DYN_NAMESPACE")
+    namespace = podenv.read(environ).namespace_for(role)
     if role == "all" or not namespace or namespace == cfg.namespace:
         return cfg
     return Config.model_validate(cfg.model_dump() | {"namespace": namespace})
@@ -86,10 +88,13 @@ def resolve_plan(
     if not (backend == "mocker" and cfg.model.path == tiny_model_dir(environ)):
         check_model_path(cfg)
     etcd, nats = external_infra(cfg, environ)
+    pod = podenv.read(environ) if role != "all" else None
+    if pod is not None and not pod.needs():  # Kubernetes discovery: no etcd/NATS needed
+        etcd, nats = etcd or podenv.ETCD, nats or "nats"  # placeholders; adapt() drops them
     if role != "all" and (etcd is None or nats is None):
         raise ConfigError(
             f"--role {role}: needs ETCD_ENDPOINTS and NATS_SERVER (or infra.etcd.endpoints and "
-            "infra.nats.url); a role never starts etcd or NATS"
+            "infra.nats.url) with etcd discovery; a role never starts etcd or NATS"
         )
     warnings: list[str] = []
     if backend == "sglang" and role != "frontend":
@@ -131,6 +136,8 @@ def resolve_plan(
         nats_binary=find_binary(cfg.infra.nats.binary, environ),
     )
     the_plan = build_plan(cfg, backend, host, role)
+    if pod is not None:
+        the_plan = podenv.adapt(the_plan, pod)
     return dataclasses.replace(the_plan, warnings=tuple(warnings)) if warnings else the_plan
 
 
@@ -205,10 +212,10 @@ def check_external(plan: Plan) -> None:
     """An external etcd or NATS endpoint that answers, but as something else, fails at once (a
     silent one is waited for: it may be starting)."""
     wrong = None
-    if not plan.by_role("etcd"):
+    if not plan.by_role("etcd") and plan.etcd_endpoints:  # "": a pod without etcd
         wrong = probes.not_etcd(plan.etcd_endpoints)
         name = "ETCD_ENDPOINTS (infra.etcd.endpoints)"
-    if wrong is None and not plan.by_role("nats"):
+    if wrong is None and not plan.by_role("nats") and plan.nats_url:
         wrong = probes.not_nats(plan.nats_url)
         name = "NATS_SERVER (infra.nats.url)"
     if wrong is not None:

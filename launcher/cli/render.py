@@ -28,6 +28,11 @@ class ApiVersion(str, Enum):
     v1beta1 = "v1beta1"
 
 
+class Backend(str, Enum):
+    sglang = "sglang"
+    mocker = "mocker"
+
+
 # Flag -> dotted config key (and the flag's name for error messages).
 FLAG_KEYS = {
     "name": ("k8s.name", "--name"),
@@ -35,6 +40,7 @@ FLAG_KEYS = {
     "image": ("k8s.image", "--image"),
     "dynamo_version": ("k8s.dynamo_version", "--dynamo-version"),
     "api_version": ("k8s.api_version", "--api-version"),
+    "backend": ("k8s.backend", "--backend"),
 }
 
 
@@ -65,18 +71,26 @@ def render_k8s(
     image: Annotated[
         str | None,
         typer.Option(
-            help="Container image (default nvcr.io/nvidia/ai-dynamo/sglang-runtime:0.5.0)."
+            help="Container image (default nvcr.io/nvidia/ai-dynamo/sglang-runtime:0.5.0; "
+            "with --api-version v1beta1, :1.4.2)."
         ),
     ] = None,
     dynamo_version: Annotated[
         str | None,
         typer.Option(
-            help="Dynamo release the manifests target (default: the image tag, else 0.5.0)."
+            help="Dynamo operator release the manifests target (default: the image tag, else "
+            "0.5.0; with v1beta1, 1.4.2)."
         ),
     ] = None,
     api_version: Annotated[
         ApiVersion | None,
-        typer.Option(help="DGD API version: v1alpha1 (default) or v1beta1 (newer operators)."),
+        typer.Option(
+            help="DGD API version: v1alpha1 (default) or v1beta1 (operators 1.3 and later)."
+        ),
+    ] = None,
+    backend: Annotated[
+        Backend | None,
+        typer.Option(help="sglang (default) or mocker (CPU only; default: k8s.backend)."),
     ] = None,
     plain: Annotated[
         bool,
@@ -86,8 +100,8 @@ def render_k8s(
         str | None, typer.Option("--output", "-o", help="Write to FILE instead of stdout.")
     ] = None,
 ) -> None:
-    """Print a DynamoGraphDeployment (Frontend + SGLangWorker) for the Dynamo operator, and the
-    ConfigMap that ships the config to its pods, as YAML.
+    """Print a DynamoGraphDeployment (Frontend + SGLangWorker or MockerWorker) for the Dynamo
+    operator, and the ConfigMap that ships the config to its pods, as YAML.
 
     By default each pod runs `dynlaunch up sglang --role frontend|worker --config
     /etc/dynlaunch/config.yaml` (an image built from the repo's Dockerfile). --plain runs
@@ -98,7 +112,9 @@ def render_k8s(
       dynlaunch render k8s -c configs/sglang.yaml -o dgd.yaml\n
       kubectl apply -f dgd.yaml\n
       dynlaunch render k8s -c configs/sglang-p5.yaml --image REGISTRY/dynlaunch:0.5.0\n
-      dynlaunch render k8s -c configs/sglang.yaml --plain --dynamo-version 0.5.0
+      dynlaunch render k8s -c configs/sglang.yaml --plain --dynamo-version 0.5.0\n
+      dynlaunch render k8s -c configs/mocker.yaml --api-version v1beta1\n
+      kubectl apply --dry-run=server -f dgd.yaml   (check against your cluster's CRD)
     """
     from launcher.config import load_config
     from launcher.k8s import render as k8s  # pydantic and the planner: only for this command
@@ -106,7 +122,11 @@ def render_k8s(
     given = {k: v for k, v in locals().items() if k in FLAG_KEYS}
     flags, names = _flags(given)
     cfg = load_config("sglang", path=config, environ=os.environ, flags=flags, flag_names=names)
-    text = k8s.dump_yaml(k8s.render(cfg, plain=plain))
+    if cfg.k8s.backend != "sglang":  # load again with that backend's defaults (model, namespace)
+        cfg = load_config(
+            cfg.k8s.backend, path=config, environ=os.environ, flags=flags, flag_names=names
+        )
+    text = k8s.dump_yaml(k8s.render(cfg, plain=plain, environ=os.environ))
     if output is None:
         typer.echo(text, nl=False)
         return

@@ -12,8 +12,12 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-DEFAULT_IMAGE = "nvcr.io/nvidia/ai-dynamo/sglang-runtime:0.5.0"
-DEFAULT_DYNAMO_VERSION = "0.5.0"
+# The image (and so the Dynamo release) when none is given: 0.5.0 for the v1alpha1 API that every
+# operator serves; a 1.x release for v1beta1, which only 1.3 and later operators serve.
+IMAGE_REPOSITORY = "nvcr.io/nvidia/ai-dynamo/sglang-runtime"
+DEFAULT_IMAGES = {"v1alpha1": f"{IMAGE_REPOSITORY}:0.5.0", "v1beta1": f"{IMAGE_REPOSITORY}:1.4.2"}
+DEFAULT_IMAGE = DEFAULT_IMAGES["v1alpha1"]
+DEFAULT_DYNAMO_VERSIONS = {"v1alpha1": "0.5.0", "v1beta1": "1.4.2"}
 # Same rule as `name`: the operator derives Deployment/Service names `NAME-sglangworker` (<= 63).
 NAME_MAX = 63 - len("-sglangworker")
 DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
@@ -122,9 +126,12 @@ class WorkerK8s(_K8sSection):
 class K8sConfig(_K8sSection):
     name: str | None = None  # the DGD's name; None: the Dynamo namespace, '_' -> '-'
     k8s_namespace: DnsLabel = "dynamo-cloud"
-    image: str = Field(DEFAULT_IMAGE, min_length=1)
-    # The Dynamo release the manifests target (componentType, --plain commands and probes).
-    # None: the image's tag when it is a version (0.5.0 for the default image), else 0.5.0.
+    # What the pods run: `sglang` or `mocker` (Dynamo's mock engine, CPU only). `render k8s`
+    # loads the config with this backend's defaults.
+    backend: Literal["sglang", "mocker"] = "sglang"
+    image: str | None = Field(None, min_length=1)  # None: see image_ref
+    # The Dynamo release the manifests target (the row of launcher.k8s.releases).
+    # None: the image's tag when it is a version, else DEFAULT_DYNAMO_VERSIONS[api_version].
     dynamo_version: str | None = None
     working_dir: str = "/workspace/components/backends/sglang"
     hf_secret: str | None = "hf-token-secret"  # None: no envFromSecret on the worker
@@ -155,16 +162,31 @@ class K8sConfig(_K8sSection):
             raise ValueError("not a Secret name (lower-case letters, digits, '-' and '.')")
         return value
 
+    def image_ref(self) -> str:
+        """`image`, else NVIDIA's SGLang runtime of `dynamo_version`, else of the API's default."""
+        if self.image:
+            return self.image
+        if self.dynamo_version:
+            return f"{IMAGE_REPOSITORY}:{self.dynamo_version.removeprefix('v')}"
+        return DEFAULT_IMAGES[self.api_version]
+
+    def image_tag(self) -> str | None:
+        """The image's tag ('0.5.0', 'latest'), or None (no tag, or a digest)."""
+        ref = self.image_ref()
+        if "@" in ref:
+            return None
+        _, colon, tag = ref.rpartition(":")
+        return tag if colon and "/" not in tag else None
+
     def image_version(self) -> str | None:
         """The image tag as a version ('0.5.0' from ...:0.5.0 or ...:v0.5.0), or None."""
-        ref = self.image.split("@", 1)[0]
-        _, colon, tag = ref.rpartition(":")
-        if not colon or "/" in tag:
-            return None
-        return tag.removeprefix("v") if VERSION_RE.fullmatch(tag) else None
+        tag = self.image_tag()
+        return tag.removeprefix("v") if tag and VERSION_RE.fullmatch(tag) else None
 
     def target_version(self) -> str:
-        version = self.dynamo_version or self.image_version() or DEFAULT_DYNAMO_VERSION
+        version = (
+            self.dynamo_version or self.image_version() or DEFAULT_DYNAMO_VERSIONS[self.api_version]
+        )
         return version.removeprefix("v")
 
     def resource_name(self, dynamo_namespace: str) -> str:

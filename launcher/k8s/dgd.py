@@ -4,12 +4,11 @@ operator's v1alpha1 (`spec.services`, `extraPodSpec.mainContainer`) or v1beta1 (
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from launcher.k8s.config import VERSION_RE, K8sConfig
-from launcher.versions import parse
+from launcher.k8s.config import K8sConfig
+from launcher.k8s.releases import Release, runtime_version_override
 
 CONFIG_DIR = "/etc/dynlaunch"  # where a role pod's ConfigMap is mounted
 CONFIG_VOLUME = "dynlaunch-config"
@@ -25,6 +24,7 @@ class Service:
     command: list[str]
     args: list[str]
     env: dict[str, str]
+    field_env: dict[str, str]  # name -> pod field (downward API), listed before `env`
     resources: dict[str, str]  # cpu, memory and, for workers, gpu
     node_selector: dict[str, str]
     tolerations: list[dict[str, Any]]
@@ -41,19 +41,23 @@ def graph_deployment(
     services: list[Service],
     k8s: K8sConfig,
     dynamo_namespace: str,
-    version: str,
+    target: tuple[str, Release],
     grace: int,
 ) -> dict[str, Any]:
-    """The DGD for ``services``, in the API version the config asks for."""
+    """The DGD for ``services``, in the API version the config asks for, as operator release
+    ``target`` (version, row) reads it."""
+    version, row = target
+    override = runtime_version_override(row, k8s.image_tag(), version)
+    # 0.4.0 predates backendFramework; the mocker is none of its values (sglang, vllm, trtllm).
+    spec: dict[str, Any] = {}
+    if row.backend_framework and k8s.backend == "sglang":
+        spec["backendFramework"] = "sglang"
     if k8s.api_version == "v1beta1":
-        spec: dict[str, Any] = {
-            "backendFramework": "sglang",
-            "components": [_v1beta1(s, k8s, version, grace) for s in services],
-        }
+        spec["components"] = [_v1beta1(s, k8s, override, grace) for s in services]
     else:
-        # 0.4.x operators predate the field (their manifests never set it).
-        spec = {"backendFramework": "sglang"} if parse(version) >= (0, 5) else {}
-        spec["services"] = {s.name: _v1alpha1(s, k8s, dynamo_namespace, grace) for s in services}
+        # 1.x operators compute the Dynamo namespace and ignore (and warn about) this field.
+        namespace = None if row.computed_namespace else dynamo_namespace
+        spec["services"] = {s.name: _v1alpha1(s, k8s, namespace, override, grace) for s in services}
     return {
         "apiVersion": f"nvidia.com/{k8s.api_version}",
         "kind": "DynamoGraphDeployment",
@@ -62,16 +66,20 @@ def graph_deployment(
     }
 
 
-def _env_list(env: Mapping[str, str]) -> list[dict[str, str]]:
-    return [{"name": key, "value": value} for key, value in env.items()]
+def _env_list(s: Service) -> list[dict[str, Any]]:
+    fields: list[dict[str, Any]] = [
+        {"name": key, "valueFrom": {"fieldRef": {"fieldPath": path}}}
+        for key, path in s.field_env.items()
+    ]
+    return fields + [{"name": key, "value": value} for key, value in s.env.items()]
 
 
 def _container(s: Service, k8s: K8sConfig, *, beta: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"name": "main"} if beta else {}
-    out |= {"image": k8s.image, "workingDir": k8s.working_dir}
+    out |= {"image": k8s.image_ref(), "workingDir": k8s.working_dir}
     out |= {"command": list(s.command), "args": list(s.args)}
     if beta:
-        out["env"] = _env_list(s.env)
+        out["env"] = _env_list(s)
         if s.secret:
             out["envFrom"] = [{"secretRef": {"name": s.secret}}]
         quantities = {("nvidia.com/gpu" if k == "gpu" else k): v for k, v in s.resources.items()}
@@ -95,15 +103,18 @@ def _pod_spec(s: Service, grace: int) -> dict[str, Any]:
     return pod
 
 
-def _v1alpha1(s: Service, k8s: K8sConfig, dynamo_namespace: str, grace: int) -> dict[str, Any]:
-    out: dict[str, Any] = {
-        "dynamoNamespace": dynamo_namespace,
-        "componentType": s.component_type,
-        "replicas": s.replicas,
-    }
+def _v1alpha1(
+    s: Service, k8s: K8sConfig, dynamo_namespace: str | None, override: str | None, grace: int
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if dynamo_namespace is not None:
+        out["dynamoNamespace"] = dynamo_namespace
+    out |= {"componentType": s.component_type, "replicas": s.replicas}
+    if override is not None:
+        out["runtimeVersionOverride"] = override
     if s.secret:
         out["envFromSecret"] = s.secret
-    out["envs"] = _env_list(s.env)
+    out["envs"] = _env_list(s)
     out["resources"] = {"requests": dict(s.resources), "limits": dict(s.resources)}
     out |= {"livenessProbe": s.liveness, "readinessProbe": s.readiness}
     if s.annotations:
@@ -112,13 +123,10 @@ def _v1alpha1(s: Service, k8s: K8sConfig, dynamo_namespace: str, grace: int) -> 
     return out
 
 
-def _v1beta1(s: Service, k8s: K8sConfig, version: str, grace: int) -> dict[str, Any]:
+def _v1beta1(s: Service, k8s: K8sConfig, override: str | None, grace: int) -> dict[str, Any]:
     out: dict[str, Any] = {"name": s.name, "type": s.component_type, "replicas": s.replicas}
-    if k8s.image_version() is None:
-        # v1beta1 admission needs the runtime version when the image tag does not tell it.
-        match = VERSION_RE.fullmatch(version)
-        assert match is not None  # validated by K8sConfig / versions.parse
-        out["runtimeVersionOverride"] = f"{match[1]}.{match[2]}.{(match[3] or '.0')[1:]}"
+    if override is not None:
+        out["runtimeVersionOverride"] = override
     template: dict[str, Any] = {}
     if s.annotations:
         template["metadata"] = {"annotations": s.annotations}

@@ -1,5 +1,6 @@
 """Config -> Kubernetes manifests: the ConfigMap that ships the config to the pods, and the
-DynamoGraphDeployment (the Dynamo operator's CRD) with a `Frontend` and an `SGLangWorker` service.
+DynamoGraphDeployment (the Dynamo operator's CRD) with a `Frontend` and an `SGLangWorker` (or
+`MockerWorker`) service, as the targeted operator release reads it (`launcher.k8s.releases`).
 
 Pure: `render` builds plain dicts from the config; `dump_yaml` is the only place they become text.
 Default (role mode): each pod runs `dynlaunch up sglang --role ROLE --config /etc/dynlaunch/...`
@@ -10,6 +11,7 @@ from the image the repo's Dockerfile builds. `plain=True`: the bare Dynamo comma
 from __future__ import annotations
 
 import hashlib
+import inspect
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -17,10 +19,12 @@ from typing import Any
 
 import yaml
 
-from launcher.config import Config
+from launcher.config import Config, tiny_model_dir
 from launcher.errors import ConfigError
+from launcher.k8s import worker_ready
 from launcher.k8s.config import DNS_LABEL_RE, NAME_MAX, Toleration
 from launcher.k8s.dgd import CONFIG_DIR, Service, graph_deployment
+from launcher.k8s.releases import Release, release
 from launcher.names import is_secret_flag, is_secret_name
 from launcher.plan import Host, Plan, build_plan, port_slots
 from launcher.statedir import stop_budget
@@ -34,7 +38,26 @@ SYSTEM_PORT = 9090  # the operator's worker system port (consts.DynamoSystemPort
 KV_EVENTS_PORT = 5557  # SGLang -> Dynamo KV events, loopback inside the worker pod
 STOP_TIERS = 2  # a pod's dynlaunch stops in tiers (workers, then the frontend)
 PROBE_PERIOD_S = 10
-FRONTEND, WORKER = "Frontend", "SGLangWorker"
+FRONTEND = "Frontend"
+WORKERS = {"sglang": "SGLangWorker", "mocker": "MockerWorker"}
+# Set by the 1.x operator (the Dynamo namespace it computes, the frontend's prefix, the workers'
+# suffix, the discovery backend): a manifest that sets them breaks discovery there.
+OPERATOR_ENV = (
+    "DYN_NAMESPACE",
+    "DYN_NAMESPACE_PREFIX",
+    "DYN_NAMESPACE_WORKER_SUFFIX",
+    "DYN_DISCOVERY_BACKEND",
+)
+# What the operator injects on workers (and what dynlaunch sets too, in case it does not): the
+# worker's /health is 200 once its generate endpoint serves, not when the process starts.
+ENDPOINT_HEALTH = {"DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS": '["generate"]'}
+# The module's text from its first import on (the probe command shows in `kubectl describe`).
+_SOURCE = inspect.getsource(worker_ready)
+WORKER_READY_PY = (
+    "# dynlaunch: launcher/k8s/worker_ready.py\n" + _SOURCE[_SOURCE.index("from __future__") :]
+)
+# A mocker worker needs little; its defaults when the config does not set k8s.worker.*.
+MOCKER_WORKER = {"cpu": "2", "memory": "4Gi"}
 MANAGED_BY = "app.kubernetes.io/managed-by"
 CONFIG_HASH_KEY = "dynlaunch/config-sha256"  # pods roll when the shipped config changes
 CLEAR_NOTE_KEY = "dynlaunch/clear-namespace"
@@ -62,9 +85,9 @@ sys.exit(0 if ok else 1)
 """
 
 
-def role_args(role: str) -> list[str]:
+def role_args(role: str, backend: str = "sglang") -> list[str]:
     """The container args of a role pod (the command is ENTRYPOINT)."""
-    return ["up", "sglang", "--role", role, "--config", CONFIG_PATH]
+    return ["up", backend, "--role", role, "--config", CONFIG_PATH]
 
 
 def stop_budget_s(cfg: Config) -> float:
@@ -72,18 +95,35 @@ def stop_budget_s(cfg: Config) -> float:
     return stop_budget(STOP_TIERS, cfg.stop_timeout_s)
 
 
-def render(cfg: Config, *, plain: bool) -> list[dict[str, Any]]:
-    """The ConfigMap (role mode) and the DGD for ``cfg``. Flags of `render k8s` are a config
-    layer (`k8s.*`), validated like any other key."""
+def target(cfg: Config) -> tuple[str, Release]:
+    """The operator release the manifests target (version, row); its API version must exist."""
     k8s = cfg.k8s
     version = k8s.target_version()
-    release = parse(version)
+    row = release(version)
+    if k8s.api_version not in row.api_versions:
+        raise ConfigError(
+            f"k8s.api_version {k8s.api_version}: operator {version} (row {row.row}) serves only "
+            f"{', '.join(row.api_versions)}; v1beta1 needs k8s.dynamo_version 1.3 or later"
+        )
+    return version, row
+
+
+def render(
+    cfg: Config, *, plain: bool, environ: Mapping[str, str] | None = None
+) -> list[dict[str, Any]]:
+    """The ConfigMap (role mode) and the DGD for ``cfg``. Flags of `render k8s` are a config
+    layer (`k8s.*`), validated like any other key. ``environ`` is the one the config was loaded
+    with (it places the mocker's default tiny model, which the pods make for themselves)."""
+    k8s = cfg.k8s
+    version, row = target(cfg)
     name = k8s.resource_name(cfg.namespace)
     if not (len(name) <= NAME_MAX and DNS_LABEL_RE.fullmatch(name)):
         raise ConfigError(
             f"namespace {cfg.namespace!r} does not make a Kubernetes name: set k8s.name (--name)"
         )
     _refuse_secrets(cfg)
+    _refuse_operator_env(cfg, row)
+    tiny = tiny_model_dir(environ or {}) if k8s.backend == "mocker" else None
     docs: list[dict[str, Any]] = []
     meta: dict[str, Any] = {
         "name": name,
@@ -91,17 +131,17 @@ def render(cfg: Config, *, plain: bool) -> list[dict[str, Any]]:
         "labels": {MANAGED_BY: "dynlaunch"},
     }
     if plain:
-        services = _plain_services(cfg, version)
-        if release < (0, 6):
+        services = _plain_services(cfg, version, row, tiny)
+        if parse(version) < (0, 6):
             meta["annotations"] = {CLEAR_NOTE_KEY: CLEAR_NOTE}
     else:
-        text = dump_yaml([pod_config(cfg)])
+        text = dump_yaml([pod_config(cfg, tiny)])
         config_map = f"{name}-dynlaunch"
         docs.append(_config_map(config_map, k8s.k8s_namespace, text))
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
-        services = _role_services(cfg, version, config_map, {CONFIG_HASH_KEY: digest})
-    grace = math.ceil(stop_budget_s(cfg))
-    docs.append(graph_deployment(meta, services, k8s, cfg.namespace, version, grace))
+        services = _role_services(cfg, version, row, config_map, {CONFIG_HASH_KEY: digest})
+    grace = max(row.grace_s, math.ceil(stop_budget_s(cfg)))
+    docs.append(graph_deployment(meta, services, k8s, cfg.namespace, (version, row), grace))
     return docs
 
 
@@ -129,15 +169,32 @@ def dump_yaml(docs: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def pod_config(cfg: Config) -> dict[str, Any]:
+def pod_config(cfg: Config, tiny_model: str | None = None) -> dict[str, Any]:
     """The config the role pods run: this host's choices (GPUs, ports, state dir, interpreter,
-    Dynamo version) left to the pod; one worker per pod; the frontend on the Service's port."""
+    Dynamo version, the mocker's tiny model at ``tiny_model``) left to the pod; one worker per
+    pod; the frontend on the Service's port."""
     data = cfg.model_dump(mode="json", exclude={"k8s", "state_dir", "dynamo"}, exclude_none=True)
     data["frontend"] |= {"http_host": "0.0.0.0", "http_port": HTTP_PORT}
     data["workers"]["count"] = 1
     for key in ("gpus", "port_base"):
         data["workers"].pop(key, None)
+    if tiny_model is not None and cfg.model.path == tiny_model:
+        data["model"].pop("path")  # the pod makes its own (~/.cache/dynlaunch/tiny-model)
     return data
+
+
+def _refuse_operator_env(cfg: Config, row: Release) -> None:
+    """On 1.x the user's env overrides the operator's: these would break discovery."""
+    if not row.user_env_wins:
+        return
+    for section, env in (("frontend", cfg.frontend.env), ("workers", cfg.workers.env)):
+        for key in OPERATOR_ENV:
+            if key in env:
+                raise ConfigError(
+                    f"{section}.env.{key}: the Dynamo {row.row} operator sets it (the manifest "
+                    "would override it and workers and frontend would not find each other); "
+                    "remove it"
+                )
 
 
 def _refuse_secrets(cfg: Config) -> None:
@@ -171,36 +228,71 @@ def _config_map(name: str, namespace: str, text: str) -> dict[str, Any]:
 
 
 def _role_services(
-    cfg: Config, version: str, config_map: str, annotations: dict[str, str]
+    cfg: Config, version: str, row: Release, config_map: str, annotations: dict[str, str]
 ) -> list[Service]:
     url = f"http://127.0.0.1:{HTTP_PORT}"
     ready = ["dynlaunch", "health", "--url", url, "--model", cfg.served_model_name]
-    front = _frontend(cfg, version, [*ENTRYPOINT], role_args("frontend"), ready, {})
-    work = _worker(cfg, [*ENTRYPOINT], role_args("worker"), {})
+    backend = cfg.k8s.backend
+    front = _frontend(cfg, version, row, [*ENTRYPOINT], role_args("frontend", backend), ready, {})
+    work = _worker(cfg, row, [*ENTRYPOINT], role_args("worker", backend), {})
     return [replace(s, config_map=config_map, annotations=dict(annotations)) for s in (front, work)]
 
 
-def _plain_services(cfg: Config, version: str) -> list[Service]:
-    """The argv `dynlaunch up sglang --role frontend|worker` would run in these pods."""
+def _plain_services(cfg: Config, version: str, row: Release, tiny: str | None) -> list[Service]:
+    """The argv `dynlaunch up BACKEND --role frontend|worker` would run in these pods."""
+    if cfg.k8s.backend == "mocker":
+        _plain_mocker_ok(cfg, version, tiny)
     fe = _pod_plan(cfg, version, "frontend").by_role("frontend")[0]
     wk = _pod_plan(cfg, version, "worker").by_role("worker")[0]
     url = f"http://127.0.0.1:{HTTP_PORT}"
     ready = ["python3", "-c", PLAIN_READY_PY, url, cfg.served_model_name]
-    health = {
-        k: v
-        for k, v in wk.env.items()
-        if k.startswith("DYN_SYSTEM_") and k not in ("DYN_SYSTEM_HOST", "DYN_SYSTEM_PORT")
-    }
-    front = _frontend(cfg, version, [fe.argv[0]], list(fe.argv[1:]), ready, cfg.frontend.env)
-    work = _worker(cfg, [wk.argv[0]], list(wk.argv[1:]), health | cfg.workers.env)
+    front_args, work_args = list(fe.argv[1:]), list(wk.argv[1:])
+    if row.computed_namespace:
+        # The operator's DYN_NAMESPACE(_PREFIX) and the workers' suffix decide: no namespace
+        # of ours in the argv (the mocker's --endpoint would bypass the suffix).
+        front_args, work_args = (
+            _drop_flag(front_args, "--namespace"),
+            _drop_flag(work_args, "--endpoint"),
+        )
+    front = _frontend(cfg, version, row, [fe.argv[0]], front_args, ready, cfg.frontend.env)
+    work = _worker(cfg, row, [wk.argv[0]], work_args, cfg.workers.env)
     return [front, work]
 
 
+def _plain_mocker_ok(cfg: Config, version: str, tiny: str | None) -> None:
+    if parse(version) < (1, 0):
+        raise ConfigError(
+            f"--plain with the mocker needs Dynamo 1.0 or later, not {version} (0.5's mocker "
+            "reads its settings from a file dynlaunch writes): render without --plain"
+        )
+    if cfg.model.path == tiny:
+        raise ConfigError(
+            "--plain with the mocker: model.path must be a Hugging Face id (the tiny model "
+            "exists only where dynlaunch makes it): set model.path, or render without --plain"
+        )
+
+
+def _drop_flag(args: list[str], flag: str) -> list[str]:
+    out: list[str] = []
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+            continue
+        if arg == flag:
+            skip = True
+            continue
+        if not arg.startswith(f"{flag}="):
+            out.append(arg)
+    return out
+
+
 def _pod_plan(cfg: Config, version: str, role: str) -> Plan:
-    """`dynlaunch plan sglang --role ROLE` for one pod of the deployment (pure: the pod's facts
+    """`dynlaunch plan BACKEND --role ROLE` for one pod of the deployment (pure: the pod's facts
     are fixed here): one worker on the pod's GPUs, etcd/NATS from the pod's environment."""
     data = pod_config(cfg) | {"k8s": cfg.k8s.model_dump(mode="json")}
     pod = Config.model_validate(data)
+    backend = cfg.k8s.backend
     fixed = {"frontend.http": HTTP_PORT, "worker-0.system": SYSTEM_PORT}
     fixed["worker-0.kv_events"] = KV_EVENTS_PORT
     slots = port_slots(
@@ -209,19 +301,20 @@ def _pod_plan(cfg: Config, version: str, role: str) -> Plan:
     host = Host(
         dynamo_version=version,
         python="python3",
-        gpus=tuple(str(i) for i in range(cfg.workers.tp)),
-        gpu_source="the pod's GPUs",
+        gpus=tuple(str(i) for i in range(cfg.workers.tp)) if backend == "sglang" else (),
+        gpu_source="the pod's GPUs" if backend == "sglang" else backend,
         ports={slot.name: fixed.get(slot.name, 0) for slot in slots},
         state_dir="/tmp/dynlaunch",
         etcd_endpoints="$(ETCD_ENDPOINTS)",
         nats_url="$(NATS_SERVER)",
     )
-    return build_plan(pod, "sglang", host, role=role)
+    return build_plan(pod, backend, host, role=role)
 
 
 def _frontend(
     cfg: Config,
     version: str,
+    row: Release,
     command: list[str],
     args: list[str],
     ready: list[str],
@@ -229,14 +322,15 @@ def _frontend(
 ) -> Service:
     k8s, timing = cfg.k8s, cfg.k8s.frontend.readiness
     old = parse(version) < (0, 5)
+    own = {"DYN_NAMESPACE": cfg.namespace} if row.sets_dyn_namespace else {}
     return Service(
         name=FRONTEND,
-        # 0.4.x operators call the frontend `main`; v1beta1 has no such type.
-        component_type="main" if old and k8s.api_version == "v1alpha1" else "frontend",
+        component_type=row.frontend_type,  # `main` on 0.4.0 (0.4.1 on: `frontend`)
         replicas=k8s.frontend.replicas,
         command=command,
         args=args,
-        env={"DYN_NAMESPACE": cfg.namespace, **env},
+        env={**own, **env},
+        field_env={},
         resources={"cpu": k8s.frontend.cpu, "memory": k8s.frontend.memory},
         node_selector=dict(k8s.frontend.node_selector),
         tolerations=[_toleration(t) for t in k8s.frontend.tolerations],
@@ -253,27 +347,68 @@ def _frontend(
     )
 
 
-def _worker(cfg: Config, command: list[str], args: list[str], env: Mapping[str, str]) -> Service:
+def _worker(
+    cfg: Config, row: Release, command: list[str], args: list[str], env: Mapping[str, str]
+) -> Service:
     k8s = cfg.k8s
-    budget = k8s.worker.startup_probe_budget_s
+    wk = k8s.worker
+    budget = wk.startup_probe_budget_s
+    own = {"DYN_NAMESPACE": cfg.namespace} if row.sets_dyn_namespace else {}
     system = {"DYN_SYSTEM_ENABLED": "true", "DYN_SYSTEM_HOST": "0.0.0.0"}
+    system |= {"DYN_SYSTEM_PORT": str(SYSTEM_PORT), **ENDPOINT_HEALTH}
+    if row.computed_namespace:
+        # The address the worker advertises (and fencing matches): the pod's own.
+        system["DYN_TCP_RPC_HOST"] = "$(POD_IP)"
+    ready = ["python3", "-c", WORKER_READY_PY, f"http://127.0.0.1:{SYSTEM_PORT}"]
+    resources, tolerations, node_selector, secret = _worker_placement(cfg)
     return Service(
-        name=WORKER,
+        name=WORKERS[k8s.backend],
         component_type="worker",
-        replicas=k8s.worker.replicas or cfg.workers.count,
+        replicas=wk.replicas or cfg.workers.count,
         command=command,
         args=args,
-        env={"DYN_NAMESPACE": cfg.namespace, **system, "DYN_SYSTEM_PORT": str(SYSTEM_PORT), **env},
-        resources={"cpu": k8s.worker.cpu, "memory": k8s.worker.memory, "gpu": str(cfg.workers.tp)},
-        node_selector=dict(k8s.worker.node_selector),
-        tolerations=[_toleration(t) for t in k8s.worker.tolerations],
+        env={**own, **system, **env},
+        field_env={"POD_IP": "status.podIP"},  # the readiness probe finds its instance by it
+        resources=resources,
+        node_selector=node_selector,
+        tolerations=tolerations,
         liveness=_http_probe("/live", SYSTEM_PORT),
-        readiness=_http_probe("/health", SYSTEM_PORT),
+        # Routable: registered in the pod's discovery and answering (worker_ready.py).
+        readiness=_exec_probe(ready),
         # httpGet like the operator's own default, so older operators that merge the two field
         # by field still get one handler. Until it passes, liveness does not run.
         startup=_http_probe("/health", SYSTEM_PORT, failure=math.ceil(budget / PROBE_PERIOD_S)),
-        secret=k8s.hf_secret,
+        secret=secret,
     )
+
+
+def _worker_placement(
+    cfg: Config,
+) -> tuple[dict[str, str], list[dict[str, Any]], dict[str, str], str | None]:
+    """Resources, tolerations, node selector and secret of the worker pods. The mocker runs on
+    CPUs: no GPU, no GPU toleration, the frontend's nodes and no HF token unless configured."""
+    k8s, wk = cfg.k8s, cfg.k8s.worker
+    tolerations = [_toleration(t) for t in wk.tolerations]
+    if k8s.backend == "sglang":
+        resources = {"cpu": wk.cpu, "memory": wk.memory, "gpu": str(cfg.workers.tp)}
+        return resources, tolerations, dict(wk.node_selector), k8s.hf_secret
+    given = wk.model_fields_set
+    resources = {key: getattr(wk, key) if key in given else MOCKER_WORKER[key]
+                 for key in ("cpu", "memory")}  # fmt: skip
+    if "tolerations" not in given:
+        tolerations = []
+    selector = wk.node_selector if "node_selector" in given else k8s.frontend.node_selector
+    secret = k8s.hf_secret if "hf_secret" in k8s.model_fields_set else None
+    return resources, tolerations, dict(selector), secret
+
+
+def _exec_probe(command: list[str]) -> dict[str, Any]:
+    return {
+        "exec": {"command": command},
+        "periodSeconds": PROBE_PERIOD_S,
+        "timeoutSeconds": 15,  # etcd and the endpoint, 4 s each at most
+        "failureThreshold": 3,
+    }
 
 
 def _http_probe(path: str, port: int, *, failure: int = 3, initial: int = 0) -> dict[str, Any]:

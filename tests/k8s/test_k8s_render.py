@@ -18,6 +18,7 @@ from .k8skit import (
     CONTAINER_FIELDS,
     ENV_NAME_RE,
     GOLDEN,
+    MOCKER,
     POD_SPEC_FIELDS,
     PROBE_FIELDS,
     PROBE_HANDLERS,
@@ -35,6 +36,7 @@ from .k8skit import (
     pods,
     probes,
     resources_of,
+    values_of,
 )
 
 GOLDEN_CASES = [
@@ -43,7 +45,10 @@ GOLDEN_CASES = [
     ("sglang-p5.yaml", SGLANG_P5, False, {}),
     ("sglang-p5-plain.yaml", SGLANG_P5, True, {}),
     ("sglang-v1beta1.yaml", SGLANG, False, {"k8s": {"api_version": "v1beta1"}}),
-]
+    ("mocker-v1beta1.yaml", MOCKER, False, {"k8s": {"api_version": "v1beta1"}}),
+    ("mocker-plain-1.4.yaml", MOCKER, True,
+     {"k8s": {"dynamo_version": "1.4.2"}, "model": {"path": "Qwen/Qwen3-0.6B"}}),
+]  # fmt: skip
 VARIANTS = [
     pytest.param(path, plain, flags, id=f"{path.stem}-{'plain' if plain else 'role'}-{tag}")
     for path in (SGLANG, SGLANG_P5)
@@ -189,8 +194,8 @@ def test_what_kubernetes_and_the_operator_need(
                 assert isinstance(quantity, str), name
                 assert QUANTITY_RE.fullmatch(quantity), name
         for var in env_of(dgd, service):
-            assert set(var) == {"name", "value"}, var
-            assert isinstance(var["value"], str), var
+            assert set(var) in ({"name", "value"}, {"name", "valueFrom"}), var
+            assert isinstance(var["value"], str) if "value" in var else var["valueFrom"], var
             assert ENV_NAME_RE.fullmatch(var["name"]), var
         assert all(isinstance(v, str) for v in pod.get("nodeSelector", {}).values())
         assert all(label_key_ok(key) for key in pod.get("nodeSelector", {}))
@@ -206,7 +211,7 @@ def test_what_kubernetes_and_the_operator_need(
     worker = resources_of(dgd, "SGLangWorker")
     gpu = worker["limits"].get("gpu") or worker["limits"]["nvidia.com/gpu"]
     assert gpu == str(cfg.workers.tp)
-    assert [m["image"] for _, m in pods(dgd).values()] == [cfg.k8s.image] * 2
+    assert [m["image"] for _, m in pods(dgd).values()] == [cfg.k8s.image_ref()] * 2
     if not plain:
         _check_config_mount(docs, dgd)
 
@@ -267,7 +272,7 @@ def test_worker_probes_allow_the_startup_budget() -> None:
     assert startup["httpGet"] == {"path": "/health", "port": k8s.SYSTEM_PORT}
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 3605
     assert found["liveness"]["failureThreshold"] > 1  # one slow answer must not kill a GPU worker
-    env = {v["name"]: v["value"] for v in env_of(dgd_of(as_kubectl_reads(cfg)), "SGLangWorker")}
+    env = {v["name"]: v["value"] for v in values_of(dgd_of(as_kubectl_reads(cfg)), "SGLangWorker")}
     assert (env["DYN_SYSTEM_HOST"], env["DYN_SYSTEM_PORT"]) == ("0.0.0.0", str(k8s.SYSTEM_PORT))
 
 
@@ -280,7 +285,8 @@ def test_grace_period_covers_the_stop_budget() -> None:
 @pytest.mark.parametrize(
     ("version", "module", "component", "annotated"),
     [
-        ("0.4.1", "dynamo.sglang.worker", "main", True),
+        ("0.4.0", "dynamo.sglang.worker", "main", True),
+        ("0.4.1", "dynamo.sglang.worker", "frontend", True),
         ("0.5.0", "dynamo.sglang", "frontend", True),
         ("0.6.1", "dynamo.sglang", "frontend", False),
         ("1.4.2", "dynamo.sglang", "frontend", False),
@@ -308,11 +314,14 @@ def test_plain_commands_per_target(
 
 
 def test_target_version_follows_the_image_tag_unless_given() -> None:
-    tagged = load(SGLANG, {"k8s": {"image": "registry.example/dynlaunch-sglang:v0.4.1"}})
-    assert tagged.k8s.target_version() == "0.4.1"
+    tagged = load(SGLANG, {"k8s": {"image": "registry.example/dynlaunch-sglang:v0.4.0"}})
+    assert tagged.k8s.target_version() == "0.4.0"
     dgd = dgd_of(as_kubectl_reads(tagged))
     assert dgd["spec"]["services"]["Frontend"]["componentType"] == "main"
     assert "backendFramework" not in dgd["spec"]
+    newer = dgd_of(as_kubectl_reads(load(SGLANG, {"k8s": {"dynamo_version": "0.4.1"}})))
+    assert newer["spec"]["services"]["Frontend"]["componentType"] == "frontend"
+    assert newer["spec"]["backendFramework"] == "sglang"
     given = load(SGLANG, {"k8s": {"image": "registry.example/x:latest", "dynamo_version": "1.4.2"}})
     assert given.k8s.target_version() == "1.4.2"
     assert load(SGLANG, {"k8s": {"image": "registry.example/x"}}).k8s.target_version() == "0.5.0"
@@ -327,7 +336,7 @@ def test_v1beta1_shape() -> None:
     assert (front["name"], front["type"], worker["name"], worker["type"]) == (
         "Frontend", "frontend", "SGLangWorker", "worker",
     )  # fmt: skip
-    assert front["runtimeVersionOverride"] == "0.5.0"  # the tag `latest` does not tell
+    assert front["runtimeVersionOverride"] == "1.4.2"  # the tag `latest` does not tell
     main = worker["podTemplate"]["spec"]["containers"][0]
     assert main["name"] == "main"
     assert main["envFrom"] == [{"secretRef": {"name": "hf-token-secret"}}]
@@ -398,8 +407,8 @@ def test_plain_pods_carry_the_config_env_and_kv_events() -> None:
         },
     }
     dgd = dgd_of(as_kubectl_reads(load(SGLANG, flags), plain=True))
-    worker_env = {v["name"]: v["value"] for v in env_of(dgd, "SGLangWorker")}
-    front_env = {v["name"]: v["value"] for v in env_of(dgd, "Frontend")}
+    worker_env = {v["name"]: v["value"] for v in values_of(dgd, "SGLangWorker")}
+    front_env = {v["name"]: v["value"] for v in values_of(dgd, "Frontend")}
     assert (worker_env["SGLANG_ALLOW_OVERWRITE"], front_env["DYN_LOG"]) == ("1", "debug")
     args = pods(dgd)["SGLangWorker"][1]["args"]
     assert args[-2:] == ["--max-total-tokens", "4096"]
