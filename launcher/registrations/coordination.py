@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 
 from launcher import probes
@@ -111,13 +112,11 @@ class Coordination:
             log.warning("%s pid=%s: could not fence: %s", child.name, child.pid, err)
 
     def _fence_by_subject(self, child: Child) -> None:
-        if self.nats_monitor is None:
-            return  # external NATS: no monitoring port known, the lease expires on its own
-        subscribed = partial(probes.nats_subscribed, self.nats_monitor)
         deadline = time.monotonic() + FENCE_WAIT_S  # NATS may not have seen the close yet
         try:
             while True:
-                dead = lock.leases_without_subscriber(self.etcd, self.namespace, subscribed)
+                by_lease = lock.subjects_by_lease(self.etcd, self.namespace)
+                dead = lock.leases_without_subscriber(by_lease, self._subscribed(by_lease))
                 if dead or time.monotonic() > deadline:
                     break
                 time.sleep(0.05)
@@ -125,8 +124,19 @@ class Coordination:
                 if lock.revoke(self.etcd, lease):
                     log.info("%s pid=%s: fenced: revoked its etcd lease %x (its NATS subjects "
                              "have no subscriber)", child.name, child.pid, lease)  # fmt: skip
-        except DynlaunchError as err:  # etcd down: the lease expires on its own
+        except DynlaunchError as err:  # etcd or NATS down: the lease expires on its own
             log.warning("%s pid=%s: could not fence: %s", child.name, child.pid, err)
+
+    def _subscribed(self, by_lease: dict[int, list[str]]) -> Callable[[str], bool | None]:
+        """Is a subject subscribed? The embedded NATS's monitoring port says it (the server's own
+        list); an external NATS is asked which subjects the services' live instances advertise."""
+        if self.nats_monitor is not None:
+            return partial(probes.nats_subscribed, self.nats_monitor)
+        from launcher.registrations import natsjs
+
+        names = {s for subjects in by_lease.values() for s in subjects}
+        live = natsjs.service_subjects(self.nats, sorted({n.split(".", 1)[0] for n in names}))
+        return lambda subject: subject in live
 
     def release(self) -> None:
         self._stop.set()

@@ -50,7 +50,11 @@ KINDS = (
 class Probe(str, Enum):
     ANSWERS = "answers"
     REFUSED = "refuses connections"
+    UNANSWERED = "has no responder on NATS"  # 0.5: no live instance advertises the subject
     UNKNOWN = "could not be probed"
+
+
+DEAD = (Probe.REFUSED, Probe.UNANSWERED)  # what says an owner is gone; anything else: alive
 
 
 @dataclass(frozen=True)
@@ -152,12 +156,14 @@ def by_address(
         return None, "no transport address to probe"
     for addr in rpc:
         state = probes.get(addr, Probe.UNKNOWN)
-        if state is not Probe.REFUSED:
+        if state not in DEAD:
             return True, f"{addr} {state.value}"
+    if any(probes[addr] is Probe.UNANSWERED for addr in rpc):  # 0.5: subjects, no system port
+        return False, f"{', '.join(rpc)}: {Probe.UNANSWERED.value}"
     refused = ", ".join(rpc)
     for addr in system:
         state = probes.get(addr, Probe.UNKNOWN)
-        if state is not Probe.REFUSED:
+        if state not in DEAD:
             return True, f"{refused} refuses connections but system port {addr} {state.value}"
     if system:
         return False, f"{refused} and system port {', '.join(system)} refuse connections"

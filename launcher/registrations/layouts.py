@@ -22,6 +22,7 @@ from urllib.parse import unquote
 from launcher.errors import ConfigError
 from launcher.names import is_namespace
 
+NATS_SUBJECT = "nats:"  # an address that is a NATS subject (0.5's request plane), not host:port
 SYSTEM_URL_RE = re.compile(r"^https?://([^/]+)/v1/metadata/")
 
 
@@ -120,8 +121,9 @@ def load(raw: bytes) -> Any:
 
 
 def addresses(value: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Transport addresses ({"tcp": "host:port/..."}) and system ports (.../v1/metadata/ URLs):
-    string members of objects at any depth (not the strings in arrays)."""
+    """Transport addresses ({"tcp": "host:port/..."}, or 0.5's {"nats_tcp": SUBJECT} as
+    "nats:SUBJECT") and system ports (.../v1/metadata/ URLs): string members of objects at any
+    depth (not the strings in arrays)."""
     rpc: set[str] = set()
     system: set[str] = set()
     todo = [value]
@@ -134,6 +136,8 @@ def addresses(value: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
                 if isinstance(item, str):
                     if key == "tcp" and ":" in item:
                         rpc.add(item.split("/", 1)[0])
+                    elif key == "nats_tcp" and item:
+                        rpc.add(NATS_SUBJECT + item)
                     elif "/v1/metadata/" in item and (match := SYSTEM_URL_RE.match(item)):
                         system.add(match.group(1))
                 elif isinstance(item, (dict, list)):

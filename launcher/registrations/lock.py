@@ -41,11 +41,8 @@ def lease_of_rpc_port(
     return max(found, key=lambda kv: kv.create_revision).lease if found else None
 
 
-def leases_without_subscriber(
-    etcd_url: str, namespace: str, subscribed: Callable[[str], bool | None]
-) -> list[int]:
-    """Dynamo 0.5: the leases of instances in instances/NS/ none of whose NATS subjects has a
-    subscriber any more (the worker's connection is gone: it died); an unknown answer is alive."""
+def subjects_by_lease(etcd_url: str, namespace: str) -> dict[int, list[str]]:
+    """Dynamo 0.5: the NATS subjects the instances in instances/NS/ advertise, per lease."""
     check_namespace(namespace)
     with Etcd(etcd_url) as etcd:
         found = etcd.get_prefix(f"instances/{namespace}/")
@@ -53,9 +50,17 @@ def leases_without_subscriber(
     for kv in found:
         if kv.lease:
             subjects.setdefault(kv.lease, []).extend(layouts.nats_subjects(layouts.load(kv.value)))
+    return subjects
+
+
+def leases_without_subscriber(
+    by_lease: dict[int, list[str]], subscribed: Callable[[str], bool | None]
+) -> list[int]:
+    """The leases none of whose NATS subjects has a subscriber any more (the worker's connection
+    is gone: it died); an unknown answer is alive."""
     return [
         lease
-        for lease, names in subjects.items()
+        for lease, names in by_lease.items()
         if names and all(subscribed(name) is False for name in names)
     ]
 

@@ -3,16 +3,21 @@
 Dynamo 0.5 keeps model files in object stores (stream ``OBJ_<bucket>``) and KV events in streams
 ``namespace-<ns>-component-<component>-kv-events``; Dynamo 1.x keeps nothing in JetStream.
 A server without JetStream has no streams. Any failure to reach the server is one
-`InfraUnreachableError`, a refusal by it one `StartupError`.
+`InfraUnreachableError`, a refusal by it one `StartupError`. The active credentials
+(`launcher.credentials`: NATS_AUTH_*, NATS_TLS_*) log in; a refused login and an untrusted
+certificate are errors of their own, and no secret is shown.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import re
+import ssl
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from launcher import credentials
 from launcher.errors import InfraUnreachableError, StartupError
 
 if TYPE_CHECKING:  # nats-py (and aiohttp) load only when NATS is used: `dynlaunch` starts faster
@@ -33,6 +38,7 @@ async def _connected(url: str, timeout: float, work: Callable[[Client], Awaitabl
     from nats.errors import TimeoutError as NatsTimeout
 
     servers = [u.strip() for u in url.split(",") if u.strip()]
+    shown = re.sub(r"(?<=://)[^/@\s]*@", "***@", url)  # as config.mask_userinfo (no pydantic here)
     try:
         # max_reconnect_attempts=0 would retry an unreachable server forever: 1 means one retry.
         nc = await asyncio.wait_for(
@@ -43,13 +49,31 @@ async def _connected(url: str, timeout: float, work: Callable[[Client], Awaitabl
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0.1,
                 error_cb=_quiet,
+                **_login(),
             ),
             timeout=2 * timeout + 1,
         )
-    except (OSError, NatsError, asyncio.TimeoutError) as err:
-        raise InfraUnreachableError(
-            f"NATS at {url} unreachable: {err or type(err).__name__}"
+    except ssl.SSLCertVerificationError as err:
+        raise StartupError(
+            f"NATS at {shown}: its TLS certificate is not trusted ({err.verify_message}); set "
+            "NATS_TLS_CA (infra.nats.ca) to the CA that signed it"
         ) from None
+    except ssl.SSLError as err:
+        raise StartupError(
+            f"NATS at {shown}: the TLS handshake failed ({err.reason or err})"
+        ) from None
+    except (OSError, NatsError, asyncio.TimeoutError) as err:
+        said = str(err) or type(err).__name__
+        if "authorization" in said.lower() or "authentication" in said.lower():
+            raise StartupError(
+                f"NATS at {shown}: login refused ({said.strip()}); check NATS_AUTH_USERNAME and "
+                "NATS_AUTH_PASSWORD, NATS_AUTH_TOKEN or NATS_AUTH_CREDENTIALS_FILE (infra.nats.*)"
+            ) from None
+        if "tls" in said.lower() and "required" in said.lower():
+            raise StartupError(
+                f"NATS at {shown} requires TLS: set NATS_TLS_CA (infra.nats.ca) to its CA"
+            ) from None
+        raise InfraUnreachableError(f"NATS at {shown} unreachable: {said}") from None
     try:
         return await work(nc)
     except NatsTimeout:
@@ -58,6 +82,24 @@ async def _connected(url: str, timeout: float, work: Callable[[Client], Awaitabl
         ) from None
     finally:
         await nc.close()
+
+
+def _login() -> dict[str, Any]:
+    """nats-py's connect options for the active credentials."""
+    auth = credentials.active().nats
+    options: dict[str, Any] = {}
+    if auth.username:
+        options |= {"user": auth.username, "password": auth.password or ""}
+    if auth.token:
+        options["token"] = auth.token
+    if auth.creds_file:
+        options["user_credentials"] = auth.creds_file
+    if auth.nkey:
+        options["nkeys_seed"] = auth.nkey
+    context = auth.ssl_context()
+    if context is not None:
+        options["tls"] = context
+    return options
 
 
 async def _api(nc: Client, subject: str, body: dict[str, Any], timeout: float) -> dict[str, Any]:
@@ -107,3 +149,63 @@ def delete_streams(url: str, names: Sequence[str], timeout: float = 5.0) -> list
         return done
 
     return asyncio.run(_connected(url, timeout, work))
+
+
+INFO_WINDOW_S = 0.3  # how long answers to $SRV.INFO are gathered, at least
+
+
+def service_subjects(url: str, services: Sequence[str], timeout: float = 5.0) -> set[str]:
+    """The endpoint subjects that the live instances of the NATS micro services ``services``
+    (0.5: `{ns}_{component}`) advertise, asked on `$SRV.INFO.<service>`. Every live instance
+    answers at once; answers are gathered for a window of a few round trips (at least
+    INFO_WINDOW_S), twice, and a subject seen in either round is live. A service with no instance
+    left is known at once: NATS answers its request with "no responders" (status 503)."""
+
+    async def ask(nc: Client, service: str, window: float) -> set[str]:
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox)
+        live: set[str] = set()
+        try:
+            await nc.publish(f"$SRV.INFO.{service}", b"", reply=inbox)
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + window
+            while (left := deadline - loop.time()) > 0:
+                try:
+                    msg = await sub.next_msg(timeout=left)
+                except asyncio.TimeoutError:
+                    break
+                if (msg.headers or {}).get("Status") == "503":
+                    break  # no instance of the service is left
+                live |= _info_subjects(msg.data)
+            return live
+        finally:
+            await sub.unsubscribe()
+
+    async def work(nc: Client) -> set[str]:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        await nc.flush(max(1, round(timeout)))  # one round trip: how far the server is
+        window = max(INFO_WINDOW_S, 4 * (loop.time() - began))
+        live: set[str] = set()
+        for _ in range(2):
+            for found in await asyncio.gather(*(ask(nc, s, window) for s in services)):
+                live |= found
+        return live
+
+    if not services:
+        return set()
+    return asyncio.run(_connected(url, timeout, work))
+
+
+def _info_subjects(data: bytes) -> set[str]:
+    """The endpoint subjects of one $SRV.INFO answer."""
+    try:
+        info = json.loads(data)
+    except ValueError:
+        return set()
+    endpoints = info.get("endpoints") if isinstance(info, dict) else None
+    if not isinstance(endpoints, list):
+        return set()
+    return {
+        e["subject"] for e in endpoints if isinstance(e, dict) and isinstance(e.get("subject"), str)
+    }

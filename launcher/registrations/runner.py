@@ -74,6 +74,22 @@ def probe(addr: str, timeout: float = PROBE_TIMEOUT_S) -> Probe:
         return Probe.REFUSED if err.errno == errno.ECONNREFUSED else Probe.UNKNOWN
 
 
+def probe_all(addrs: set[str], nats: str | None) -> dict[str, Probe]:
+    """Each address probed: host:port by a TCP connection, a 0.5 NATS subject by asking its
+    service's live instances (none answer for it: UNANSWERED; no NATS given: UNKNOWN)."""
+    subjects = {a for a in addrs if a.startswith(layouts.NATS_SUBJECT)}
+    found = {addr: probe(addr) for addr in sorted(addrs - subjects)}
+    if subjects and nats:
+        from launcher.registrations import natsjs
+
+        names = sorted({a[len(layouts.NATS_SUBJECT) :] for a in subjects})
+        live = natsjs.service_subjects(nats, sorted({n.split(".", 1)[0] for n in names}))
+        for name in names:
+            state = Probe.ANSWERS if name in live else Probe.UNANSWERED
+            found[layouts.NATS_SUBJECT + name] = state
+    return found | {a: Probe.UNKNOWN for a in subjects if a not in found}
+
+
 def read_files(root: Path) -> list[Entry]:
     """Every entry of a Dynamo file store, keyed "v1/BUCKET/NAME", with its mtime."""
     found: list[Entry] = []
@@ -130,7 +146,7 @@ def gather(ns: str, where: Endpoints, etcd: Etcd | None = None) -> Snapshot:
         entries=tuple(entries),
         files=tuple(files),
         leases=leases,
-        probes={addr: probe(addr) for addr in sorted(addrs)},
+        probes=probe_all(addrs, where.nats),
         streams=streams,
         now=time.time(),
         lock_holder=holder,

@@ -5,8 +5,11 @@ mdc/<slug> card and its object store OBJ_<slug>, and the namespace-NS-component-
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from clearkit import cli_json, make_streams, removed_keys
@@ -16,6 +19,7 @@ from launcher.registrations.etcd import Etcd
 from testkit.etcd import Gateway, dump
 
 pytestmark = pytest.mark.integration
+CHILD = Path(__file__).resolve().parents[1] / "children" / "nats_service.py"
 
 
 def card(slug: str, name: str, nats_url: str) -> str:
@@ -47,6 +51,27 @@ def worker_05(etcd: Etcd, ns: str, name: str, lease: int) -> list[str]:
 
 
 @pytest.fixture
+def services(nats_url: str) -> Iterator[Callable[[str, int], None]]:
+    """Start a real NATS micro service that serves a worker's subjects, as a live 0.5 worker
+    does (tests/children/nats_service.py)."""
+    started: list[subprocess.Popen[str]] = []
+
+    def start(ns: str, lease: int) -> None:
+        argv = [sys.executable, str(CHILD), nats_url, f"{ns}_backend", f"{lease:x}"]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        started.append(proc)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+
+    yield start
+    for proc in started:
+        proc.kill()
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.fixture
 def frontend_lease(etcd: Etcd) -> Iterator[int]:
     lease = etcd.lease_grant(60)
     yield lease
@@ -54,7 +79,13 @@ def frontend_lease(etcd: Etcd) -> Iterator[int]:
 
 
 def test_05_layout_is_cleared_and_neighbours_stay(
-    etcd: Etcd, gateway: Gateway, etcd_url: str, nats_url: str, ns: str, frontend_lease: int
+    etcd: Etcd,
+    gateway: Gateway,
+    etcd_url: str,
+    nats_url: str,
+    ns: str,
+    frontend_lease: int,
+    services: Callable[[str, int], None],
 ) -> None:
     other = f"{ns}2"
     slug, dead_slug, other_slug, orphan = f"{ns}-tiny", f"{ns}-dup", f"{ns}-other", f"{ns}-gone"
@@ -62,6 +93,10 @@ def test_05_layout_is_cleared_and_neighbours_stay(
         etcd.put(f"mdc/{s}", card(s, s, nats_url))  # lease-less, as 0.5 writes them
     live = etcd.lease_grant(60)
     live_keys = worker_05(etcd, ns, slug, live)
+    services(ns, live)  # its NATS subjects are served
+    # SIGKILLed within its lease's TTL: the lease lives on, nothing answers on its subjects.
+    killed = etcd.lease_grant(60)
+    killed_keys = worker_05(etcd, ns, slug, killed)
     neighbour = etcd.lease_grant(60)
     worker_05(etcd, other, other_slug, neighbour)
     # Left behind by a worker whose lease expired after a SIGKILL, and by a dead KV frontend:
@@ -77,20 +112,26 @@ def test_05_layout_is_cleared_and_neighbours_stay(
     make_streams(nats_url, [slug, dead_slug, other_slug, orphan, f"{ns}-unrelated"], streams)
 
     mine = {dead_model, leftover, f"kv_routers/{ns}/backend/0218aa", f"mdc/{dead_slug}",
-            f"mdc/{orphan}"}  # fmt: skip
+            f"mdc/{orphan}", *killed_keys}  # fmt: skip
     before = [kv for kv in dump(etcd) if kv[0] not in mine]
     try:
         report = cli_json(
             "clear-namespace", "--namespace", ns, "--etcd", etcd_url, "--nats", nats_url
         )
-        assert removed_keys(report) == mine | {f"OBJ_{dead_slug}", f"OBJ_{orphan}"}
+        assert removed_keys(report) == mine | {
+            f"OBJ_{dead_slug}",
+            f"OBJ_{orphan}",
+            f"lease {killed:x}",
+        }
+        why = {i["key"]: i["reason"] for i in report["removed"]}[f"lease {killed:x}"]
+        assert "has no responder on NATS" in why, why
         assert [kv for kv in dump(etcd) if kv[0] not in mine] == before  # byte for byte
         left = set(natsjs.list_streams(nats_url))
         assert {f"OBJ_{slug}", f"OBJ_{other_slug}", f"OBJ_{ns}-unrelated", *streams} <= left
         assert not {f"OBJ_{dead_slug}", f"OBJ_{orphan}"} & left
         counts = report["counts"]
-        assert counts["instances"] == {"removed": 1, "kept": 2}
-        assert counts["model cards"] == {"removed": 3, "kept": 2}  # models/ and mdc/ entries
+        assert counts["instances"] == {"removed": 3, "kept": 2}
+        assert counts["model cards"] == {"removed": 4, "kept": 2}  # models/ and mdc/ entries
         assert counts["routers"] == {"removed": 1, "kept": 1}
         assert counts["object stores"] == {"removed": 2, "kept": 1}
         assert counts["streams"] == {"removed": 0, "kept": 1}  # a worker of ns is alive
