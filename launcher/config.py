@@ -122,6 +122,12 @@ class EtcdConfig(_Section):
     endpoints: str | None = None  # external etcd (http://HOST:PORT,...); None = an embedded one
     port: Port | None = None  # embedded etcd's client port; None = a free one
     binary: str = "etcd"
+    # External etcd's credentials (ETCD_AUTH_* override them); files are paths.
+    username: str | None = None
+    password: str | None = None
+    ca: str | None = None  # CA file that signed etcd's server certificate (https://)
+    client_cert: str | None = None  # client certificate file (etcd's --client-cert-auth)
+    client_key: str | None = None
 
     @field_validator("endpoints")
     @classmethod
@@ -133,6 +139,14 @@ class NatsConfig(_Section):
     url: str | None = None  # external NATS (nats://HOST:PORT); None = start an embedded one
     port: Port | None = None
     binary: str = "nats-server"
+    # External NATS's credentials (NATS_AUTH_* / NATS_TLS_* override them); files are paths.
+    username: str | None = None
+    password: str | None = None
+    token: str | None = None
+    credentials_file: str | None = None  # a .creds file (JWT and NKey seed)
+    ca: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
 
     @field_validator("url")
     @classmethod
@@ -144,6 +158,9 @@ class InfraConfig(_Section):
     etcd: EtcdConfig = Field(default_factory=EtcdConfig)
     nats: NatsConfig = Field(default_factory=NatsConfig)
     connect_timeout_s: float = Field(15.0, gt=0)
+    # Embedded etcd and NATS require the credentials generated for the state dir (false: open,
+    # as before, to any local user).
+    auth: bool = True
 
 
 class DynamoConfig(_Section):

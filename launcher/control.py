@@ -52,7 +52,11 @@ def find(
 
 def status(info: Mapping[str, Any]) -> dict[str, Any]:
     """Children (status.json), the frontend's health and models, the namespace's registrations."""
-    from launcher import probes  # httpx: imported here, `clear-namespace` only calls read_info
+    # httpx (probes): imported here, `clear-namespace` only calls read_info
+    from launcher import credentials, probes
+
+    etcd, nats = str(info.get("etcd") or ""), str(info.get("nats") or "")
+    credentials.activate(credentials.for_run_record(info, etcd, nats, os.environ))
 
     try:
         data = json.loads((Path(info["state_dir"]) / "status.json").read_text())

@@ -15,6 +15,8 @@ from typing import Any
 from launcher import gpus as gpu_slicing
 from launcher.compat import MOCKER_ENGINE_ARGS_FILE, Compat, for_version
 from launcher.config import Config, check_endpoints, mask_userinfo
+from launcher.credentials import FILE as CREDENTIALS_FILE
+from launcher.credentials import InfraAuth, to_text
 from launcher.errors import ConfigError
 from launcher.names import is_secret_flag, is_secret_name
 
@@ -45,6 +47,11 @@ class Host:
     nats_url: str | None
     etcd_binary: str = "etcd"  # resolved from infra.etcd.binary
     nats_binary: str = "nats-server"
+    # Credentials: generated for embedded infra (when infra.auth), the user's for external infra;
+    # ``infra_env`` is what Dynamo's processes get of them (credentials.child_env).
+    auth: InfraAuth = field(default_factory=InfraAuth)
+    infra_env: Mapping[str, str] = field(default_factory=dict)
+    generated_auth: bool = False  # ``auth`` holds the state dir's generated credentials
 
 
 @dataclass(frozen=True)
@@ -84,6 +91,10 @@ class Plan:
     role: str = "all"  # all | frontend | worker
     warnings: tuple[str, ...] = ()  # e.g. placeholder GPU ids in a dry run
     files: tuple[tuple[str, str], ...] = ()  # (path, text) the shell writes before any start
+    # (path, text) written 0600 and never shown: the generated credentials, nats-server's config
+    secret_files: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    auth: InfraAuth = field(default_factory=InfraAuth)  # what dynlaunch's own clients use
+    etcd_auth: bool = False  # embedded etcd: enable auth (user root) once it answers
     # Set in the model card once the workers registered, before the frontend starts (0.5).
     card_migration_limit: int | None = None
 
@@ -100,7 +111,7 @@ class Plan:
             "url": self.url,
             "state_dir": self.state_dir,
             "processes": [p.to_json() for p in self.processes],
-            "files": dict(self.files),
+            "files": dict(self.files) | {path: "*** (0600)" for path, _ in self.secret_files},
             "start_order": [list(tier) for tier in start_tiers(self)],
             **({} if self.card_migration_limit is None
                else {"model_card": {"migration_limit": self.card_migration_limit}}),
@@ -115,7 +126,8 @@ class Plan:
 
 def start_tiers(plan: Plan) -> tuple[tuple[str, ...], ...]:
     """The roles `up` starts together, tier after tier. Embedded etcd and NATS start with the
-    first Dynamo tier (a fresh etcd has nothing to lock or clear); external ones are waited for
+    first Dynamo tier (a fresh etcd has nothing to lock or clear), unless etcd's auth must be
+    turned on before any Dynamo process connects (`etcd_auth`); external ones are waited for
     first. Dynamo 1.x: frontend and workers at once. Dynamo 0.5: workers, then the frontend, once
     every worker has registered and the model card holds the migration limit (0.5's frontend
     reads it from the card when it first sees the model)."""
@@ -124,7 +136,7 @@ def start_tiers(plan: Plan) -> tuple[tuple[str, ...], ...]:
         if plan.frontend_after_registration
         else (("frontend", "worker"),)
     )
-    if plan.by_role("etcd") and plan.by_role("nats"):
+    if plan.by_role("etcd") and plan.by_role("nats") and not plan.etcd_auth:
         return (("etcd", "nats", *dynamo[0]), *dynamo[1:])
     return (("etcd", "nats"), *dynamo)
 
@@ -221,7 +233,7 @@ def build_plan(cfg: Config, backend: str, host: Host, role: str = "all") -> Plan
     if host.nats_url is None:
         procs.append(_nats(cfg, host))
     compat = for_version(host.dynamo_version)
-    common = _dynamo_env(compat, etcd, nats)
+    common = _dynamo_env(compat, etcd, nats) | dict(host.infra_env)
     loopback = role == "all"
     if role in ("all", "frontend"):
         procs.append(_frontend(cfg, host, compat, common, loopback))
@@ -247,6 +259,9 @@ def build_plan(cfg: Config, backend: str, host: Host, role: str = "all") -> Plan
         processes=tuple(procs),
         role=role,
         files=_files(cfg, backend, host, compat, role),
+        secret_files=_secret_files(host),
+        auth=host.auth,
+        etcd_auth=host.generated_auth and host.etcd_endpoints is None,
         card_migration_limit=(
             cfg.frontend.migration_limit if compat.migration_in_card and role == "all" else None
         ),
@@ -261,6 +276,23 @@ def _files(
         return ()
     args = json.dumps({"block_size": cfg.workers.page_size}, sort_keys=True)
     return ((mocker_engine_args(host), args + "\n"),)
+
+
+def nats_config(host: Host) -> str:
+    return os.path.join(host.state_dir, "infra", "nats.conf")  # statedir.INFRA_DIR
+
+
+def _secret_files(host: Host) -> tuple[tuple[str, str], ...]:
+    """The generated credentials (reused by the next `up` of this state dir) and nats-server's
+    config, which holds its user and password: never on its command line."""
+    if not host.generated_auth:
+        return ()
+    files = [(os.path.join(host.state_dir, CREDENTIALS_FILE), to_text(host.auth))]
+    nats = host.auth.nats
+    if host.nats_url is None and nats.username and nats.password:
+        users = f'  user: "{nats.username}"\n  password: "{nats.password}"\n'
+        files.append((nats_config(host), f"authorization {{\n{users}}}\n"))
+    return tuple(files)
 
 
 def mocker_engine_args(host: Host) -> str:
@@ -294,11 +326,13 @@ def _etcd(cfg: Config, host: Host) -> ProcessSpec:
 
 def _nats(cfg: Config, host: Host) -> ProcessSpec:
     client, monitor = host.ports["nats.client"], host.ports["nats.monitor"]
-    argv = (
+    argv: tuple[str, ...] = (
         host.nats_binary,
         "-a", "127.0.0.1", "-p", str(client), "-m", str(monitor),
         "-js", "-sd", os.path.join(host.state_dir, "infra", "nats"),  # statedir.INFRA_DIR
     )  # fmt: skip
+    if host.generated_auth and host.auth.nats.password:
+        argv += ("-c", nats_config(host))
     return ProcessSpec(
         "nats", "nats", argv, {}, ports={"client": client, "monitor": monitor},
         health_url=f"http://127.0.0.1:{monitor}/healthz",

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import socket
+import ssl
 from urllib.parse import urlsplit
 
 import httpx
@@ -10,10 +12,18 @@ import httpx
 TIMEOUT = httpx.Timeout(2.0, connect=1.0)
 
 
-def http_ok(url: str) -> bool:
+def etcd_verify() -> ssl.SSLContext | bool:
+    """How an https:// etcd is checked: the active credentials' CA and client certificate."""
+    from launcher import credentials
+
+    context = credentials.active().etcd.ssl_context()
+    return context if context is not None else True
+
+
+def http_ok(url: str, verify: ssl.SSLContext | bool = True) -> bool:
     """200 from ``url``; etcd's /health must also say ``"health": "true"``."""
     try:
-        resp = httpx.get(url, timeout=TIMEOUT)
+        resp = httpx.get(url, timeout=TIMEOUT, verify=verify)
     except httpx.HTTPError:
         return False
     if resp.status_code != 200:
@@ -29,7 +39,9 @@ def http_ok(url: str) -> bool:
 
 
 def etcd_ok(endpoints: str) -> bool:
-    return any(http_ok(ep.strip().rstrip("/") + "/health") for ep in endpoints.split(",") if ep)
+    verify = etcd_verify() if "https:" in endpoints else True
+    eps = [ep.strip().rstrip("/") for ep in endpoints.split(",") if ep.strip()]
+    return any(http_ok(ep + "/health", verify) for ep in eps)
 
 
 def nats_ok(url: str) -> bool:
@@ -52,9 +64,10 @@ def not_etcd(endpoints: str) -> str | None:
     """Why ``endpoints`` answer HTTP but are not etcd (etcd's GET /version has "etcdserver");
     None when one of them is etcd, or none answers yet. The text may hold a URL's credentials."""
     wrong: list[str] = []
+    verify = etcd_verify() if "https:" in endpoints else True
     for ep in (e.strip().rstrip("/") for e in endpoints.split(",") if e.strip()):
         try:
-            resp = httpx.get(f"{ep}/version", timeout=TIMEOUT)
+            resp = httpx.get(f"{ep}/version", timeout=TIMEOUT, verify=verify)
         except httpx.HTTPError:
             continue
         try:
@@ -91,6 +104,28 @@ def not_nats(url: str) -> str | None:
         said = f"it sent {greeting!r}" if greeting else "no INFO greeting within 2s"
         wrong.append(f"{one} accepts connections but is not NATS ({said})")
     return wrong[0] if wrong else None
+
+
+def nats_info(url: str) -> dict[str, object] | None:
+    """The INFO a NATS server greets with (``tls_required``, ``auth_required``, ...), from the
+    first that answers; None when none does."""
+    for one in (u.strip() for u in url.split(",") if u.strip()):
+        parts = urlsplit(one)
+        try:
+            with socket.create_connection(
+                (parts.hostname or "127.0.0.1", parts.port or 4222), 1.0
+            ) as s:
+                s.settimeout(2.0)
+                line = s.recv(4096).split(b"\r\n", 1)[0]
+        except OSError:
+            continue
+        if line.startswith(b"INFO "):
+            try:
+                info = json.loads(line[5:])
+            except ValueError:
+                return {}
+            return info if isinstance(info, dict) else {}
+    return None
 
 
 def models(base_url: str) -> list[str]:

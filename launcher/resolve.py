@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import ipaddress
 import os
 import shutil
 import socket
@@ -12,12 +13,12 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
-from launcher import gpus, ports, probes, tinymodel, versions
+from launcher import credentials, gpus, ports, probes, tinymodel, versions
 from launcher.config import Config, check_model_path, mask_userinfo, tiny_model_dir
 from launcher.errors import ConfigError, StartupError
 from launcher.k8s import podenv
 from launcher.plan import Host, Plan, build_plan, external_infra, port_slots
-from launcher.statedir import states_root
+from launcher.statedir import check_private, states_root
 
 ROLES = ("all", "frontend", "worker")
 HTTP_HOST = "frontend.http_host (--http-host)"
@@ -107,10 +108,16 @@ def resolve_plan(
         usable, source = (), backend
     if role != "worker":
         check_bind_host(cfg.frontend.http_host)
+        warnings += public_http_warning(cfg.frontend.http_host)
     state_dir = cfg.state_dir or str(
         states_root(environ) / (cfg.namespace + ("" if role == "all" else f"-{role}"))
     )
     check_state_dir(state_dir, "state_dir (--state-dir)" if cfg.state_dir else "the state dir")
+    auth, infra_env, generated, auth_warnings = credentials.for_run(
+        environ, cfg.infra.etcd, cfg.infra.nats, state_dir=state_dir, embedded_etcd=etcd is None,
+        embedded_nats=nats is None, generate_for_embedded=cfg.infra.auth,
+    )  # fmt: skip
+    warnings += auth_warnings
     system_port0 = environ.get("DYN_SYSTEM_PORT") if role == "worker" else None
     slots = port_slots(
         cfg,
@@ -134,11 +141,30 @@ def resolve_plan(
         nats_url=nats,
         etcd_binary=find_binary(cfg.infra.etcd.binary, environ),
         nats_binary=find_binary(cfg.infra.nats.binary, environ),
+        auth=auth,
+        infra_env=infra_env,
+        generated_auth=generated,
     )
     the_plan = build_plan(cfg, backend, host, role)
     if pod is not None:
         the_plan = podenv.adapt(the_plan, pod)
     return dataclasses.replace(the_plan, warnings=tuple(warnings)) if warnings else the_plan
+
+
+def public_http_warning(host: str) -> list[str]:
+    """One warning when the frontend listens beyond loopback: its OpenAI endpoint has no
+    authentication of its own."""
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if loopback:
+        return []
+    return [
+        f"{HTTP_HOST} {host!r} is not a loopback address: the OpenAI endpoint has no "
+        "authentication; anyone who reaches the port can use the model. Put it behind a gateway "
+        "(a reverse proxy with authentication, or the cluster's ingress) or bind 127.0.0.1"
+    ]
 
 
 def check_bind_host(host: str) -> None:
@@ -169,6 +195,8 @@ def check_state_dir(path: str, origin: str) -> None:
     long = next((p for p in target.parts if len(os.fsencode(p)) > NAME_MAX), None)
     if long is not None:
         raise ConfigError(f"{origin} {path}: a name in it is over {NAME_MAX} bytes")
+    if target.is_dir():
+        check_private(target, origin)
     existing = target
     while not os.path.lexists(existing) and existing != existing.parent:
         existing = existing.parent
@@ -220,3 +248,11 @@ def check_external(plan: Plan) -> None:
         name = "NATS_SERVER (infra.nats.url)"
     if wrong is not None:
         raise StartupError(f"{name}: {mask_userinfo(wrong)}")
+    info = None if plan.by_role("nats") else probes.nats_info(plan.nats_url)
+    if info and info.get("tls_required"):
+        raise StartupError(
+            f"NATS_SERVER (infra.nats.url): {mask_userinfo(plan.nats_url)} requires TLS, which "
+            f"Dynamo {plan.dynamo_version} cannot speak (measured on 1.4.2 and 0.5.0: its NATS "
+            "client aborts the handshake); give Dynamo a NATS listener without TLS, on loopback "
+            "or a private network, with a user and password"
+        )

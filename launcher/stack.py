@@ -170,6 +170,7 @@ class Stack:
         # clear in a fresh etcd: the first tier starts with them, and Dynamo's own start-up (about
         # a second of imports) outlasts etcd's. The tiers: plan.start_tiers.
         fresh = bool(self.plan.by_role("etcd")) and bool(self.plan.by_role("nats"))
+        fresh = fresh and not self.plan.etcd_auth  # its auth is turned on in etcd_ready first
         cleared = fresh
         for tier in start_tiers(self.plan):
             group = [c for c in self.children if c.spec.role in tier]

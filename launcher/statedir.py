@@ -8,13 +8,14 @@ import json
 import logging
 import os
 import shutil
+import stat
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING
 
-from launcher import procid
+from launcher import credentials, procid
 from launcher.compat import for_version
 from launcher.errors import ConfigError, DynlaunchError, StartupError
 
@@ -23,6 +24,28 @@ if TYPE_CHECKING:  # `status` and `clear-namespace` read states_root without the
     from launcher.supervision.supervisor import Child
 
 log = logging.getLogger(__name__)
+
+
+def check_private(path: Path, origin: str) -> None:
+    """A state dir holds credentials and logs: it must be the user's own and writable by nobody
+    else; otherwise exit 2 with the fix. A path that does not exist yet passes (it is made 0700)."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise ConfigError(f"{origin} {path}: cannot read it ({err.strerror})") from None
+    if st.st_uid != os.geteuid():
+        raise ConfigError(
+            f"{origin} {path}: owned by uid {st.st_uid}, not by you (uid {os.geteuid()}); "
+            "another user could read or change its credentials and logs: pick a directory of "
+            "your own with --state-dir"
+        )
+    if st.st_mode & 0o022:
+        raise ConfigError(
+            f"{origin} {path}: writable by group or others (mode {stat.S_IMODE(st.st_mode):o}); "
+            f"run `chmod 700 {path}` or pick another --state-dir"
+        )
 
 
 def states_root(environ: Mapping[str, str]) -> Path:
@@ -78,7 +101,10 @@ class StateDir:
 
     def __enter__(self) -> StateDir:
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, exist_ok=True)
+            check_private(self.root, "--state-dir")
+            self.root.chmod(0o700)  # ours: logs, credentials and infra data are nobody else's
             lock = open(self.root / "launcher.lock", "a+")
         except OSError as err:
             raise ConfigError(
@@ -153,8 +179,14 @@ class StateDir:
             "stop_budget_s": plan_stop_budget(plan, stop_timeout_s),
             "dynamo_version": plan.dynamo_version,
             "layout": for_version(plan.dynamo_version).layout,  # how `status` counts
+            # whose logins are in STATE/credentials.json (`status`, `clear-namespace` use them)
+            "generated_credentials": [
+                p.role for p in plan.processes if plan.secret_files and p.role in ("etcd", "nats")
+            ],
         }
         _write_atomic(self.root / "launcher.json", info)
+        for path, text in plan.secret_files:  # credentials, nats-server's config: 0600
+            credentials.write_private(Path(path), text)
         for path, text in plan.files:  # the plan's files (0.5's mocker engine args), before a start
             tmp = Path(path + ".tmp")
             tmp.write_text(text, encoding="utf-8")

@@ -79,6 +79,9 @@ def endpoints(
             "no etcd to clear: pass --etcd URL or set ETCD_ENDPOINTS (or run it while "
             f"`dynlaunch up --namespace {namespace}` is up)"
         )
+    from launcher import credentials
+
+    credentials.activate(credentials.for_run_record(info, etcd_url, nats_url, environ))
     return Endpoints(
         discovery=kind,
         etcd=etcd_url if kind == "etcd" else None,

@@ -11,7 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from launcher.config import Config
+    from launcher.plan import Plan
 
 
 # Flag -> dotted config key. Also names the flag in error messages.
@@ -171,7 +174,7 @@ def up(
       dynlaunch up sglang -c configs/sglang.yaml -- --max-total-tokens 32768\n
       dynlaunch up sglang --role worker -c /etc/dynlaunch/config.yaml   (in a worker pod)
     """
-    from launcher import ports
+    from launcher import credentials, ports
     from launcher.registrations.coordination import Coordination
     from launcher.resolve import check_binaries, ensure_tiny_model, for_role, resolve_plan
     from launcher.stack import Hooks, Stack
@@ -185,7 +188,10 @@ def up(
     try:
         # Everything that checks input runs before the state dir is created or anything deleted.
         the_plan = resolve_plan(backend, cfg, os.environ, reserve_for=me, role=role)
+        credentials.activate(the_plan.auth)  # dynlaunch's own etcd and NATS clients log in so
         check_binaries(the_plan)
+        for warning in the_plan.warnings:
+            typer.echo(f"dynlaunch: warning: {warning}", err=True)
         run_id = uuid.uuid4().hex
         ports.tag(me, run_id)
         embedded = [p.role for p in the_plan.processes if p.role in ("etcd", "nats")]
@@ -196,7 +202,7 @@ def up(
             rpc_host = "127.0.0.1" if role == "all" else os.environ.get("DYN_TCP_RPC_HOST", "")
             etcd = Coordination(the_plan, rpc_host, run_id)
             hooks = Hooks(
-                etcd_ready=etcd.etcd_ready if role == "all" else lambda: None,
+                etcd_ready=_with_etcd_auth(the_plan, etcd.etcd_ready) if role == "all" else _none,
                 before_dynamo=etcd.before_dynamo,
                 workers_registered=etcd.workers_registered,
                 after_registration=etcd.after_registration,
@@ -211,3 +217,23 @@ def up(
     finally:
         ports.release(me)
     raise typer.Exit(code)
+
+
+def _none() -> None:
+    pass
+
+
+def _with_etcd_auth(plan: Plan, then: Callable[[], None]) -> Callable[[], None]:
+    """Embedded etcd with generated credentials: turn its auth on (user root, the state dir's
+    password) before anything else talks to it; then ``then``."""
+
+    def ready() -> None:
+        if plan.etcd_auth and plan.auth.etcd.username and plan.auth.etcd.password:
+            from launcher.credentials import EtcdAuth
+            from launcher.registrations.etcd import Etcd
+
+            with Etcd(plan.etcd_endpoints, auth=EtcdAuth()) as etcd:  # no auth yet: no login
+                etcd.enable_auth(plan.auth.etcd.username, plan.auth.etcd.password)
+        then()
+
+    return ready

@@ -6,7 +6,11 @@ Every transport failure is one `InfraUnreachableError` line, every unexpected an
 
 Plain `http.client`, one kept-alive connection per endpoint, not httpx: importing httpx and
 building its client (an SSL context loading certifi's CAs) took ~0.15 s of every `dynlaunch
-clear-namespace`. Never through a proxy; https:// endpoints are verified against the system's CAs.
+clear-namespace`. Never through a proxy; https:// endpoints are verified against the system's CAs,
+or the CA of the credentials (`launcher.credentials`: ETCD_AUTH_CA), with their client certificate.
+With a username, every request carries the token of /v3/auth/authenticate (fetched again once
+when etcd says it expired). A wrong password, an untrusted certificate and an endpoint that does
+not answer are three different one-line errors; none shows a secret.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
+from launcher import credentials
+from launcher.credentials import EtcdAuth
 from launcher.errors import InfraUnreachableError, StartupError
 
 
@@ -67,6 +73,14 @@ def prefix_end(prefix: str) -> bytes:
     return b"\0"  # the empty prefix: every key
 
 
+def _json(text: bytes) -> dict[str, Any]:
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def _kv(item: dict[str, Any]) -> KeyValue:
     return KeyValue(
         key=_unb64(item["key"]).decode("utf-8", errors="replace"),
@@ -84,12 +98,18 @@ class _TransportError(Exception):
         super().__init__(f"{kind}: {err}" if str(err) else kind)
 
 
+class _TlsError(Exception):
+    """The TLS handshake failed: an untrusted server certificate, or a client certificate the
+    server wants and did not get."""
+
+
 class _Endpoint:
     """One gateway URL and its kept-alive connection."""
 
-    def __init__(self, url: str, timeout: Timeout) -> None:
+    def __init__(self, url: str, timeout: Timeout, tls: ssl.SSLContext | None = None) -> None:
         self.url = url
         self.timeout = timeout
+        self.context = tls
         parts = urlsplit(url)
         self.tls = parts.scheme == "https"
         self.path = parts.path
@@ -101,13 +121,16 @@ class _Endpoint:
         self.unusable = "" if usable else f"{url}: not an http:// or https:// URL"
         self._conn: http.client.HTTPConnection | None = None
 
-    def post(self, path: str, body: bytes) -> tuple[int, bytes]:
+    def post(self, path: str, body: bytes, token: str | None = None) -> tuple[int, bytes]:
         """(status, body) of one POST; `_TransportError` when the request did not get an answer."""
         if self.unusable:
             raise _TransportError("UnsupportedProtocol", ValueError(self.unusable))
         conn = self._connection()
+        headers = {"Content-Type": "application/json"}
+        if token:
+            headers["Authorization"] = token
         try:
-            conn.request("POST", self.path + path, body, {"Content-Type": "application/json"})
+            conn.request("POST", self.path + path, body, headers)
             resp = conn.getresponse()
             return resp.status, resp.read()
         except (OSError, http.client.HTTPException) as err:  # timed out, closed, reset, ...
@@ -129,7 +152,7 @@ class _Endpoint:
     def _open(self) -> http.client.HTTPConnection:
         conn: http.client.HTTPConnection
         if self.tls:
-            ctx = ssl.create_default_context()
+            ctx = self.context or ssl.create_default_context()
             conn = http.client.HTTPSConnection(
                 self.host, self.port, timeout=self.timeout.connect, context=ctx
             )
@@ -137,6 +160,16 @@ class _Endpoint:
             conn = http.client.HTTPConnection(self.host, self.port, timeout=self.timeout.connect)
         try:
             conn.connect()
+        except ssl.SSLCertVerificationError as err:
+            raise _TlsError(
+                f"its TLS certificate is not trusted ({err.verify_message}); set ETCD_AUTH_CA "
+                "(infra.etcd.ca) to the CA that signed it"
+            ) from None
+        except ssl.SSLError as err:
+            raise _TlsError(
+                f"the TLS handshake failed ({err.reason or err}); does it want a client "
+                "certificate (ETCD_AUTH_CLIENT_CERT and ETCD_AUTH_CLIENT_KEY)?"
+            ) from None
         except TimeoutError as err:
             raise _TransportError("ConnectTimeout", err) from None
         except OSError as err:
@@ -153,12 +186,17 @@ class _Endpoint:
 class Etcd:
     """One etcd cluster, through the first endpoint of a comma-separated list that answers."""
 
-    def __init__(self, endpoints: str, timeout: Timeout = TIMEOUT) -> None:
+    def __init__(
+        self, endpoints: str, timeout: Timeout = TIMEOUT, auth: EtcdAuth | None = None
+    ) -> None:
         urls = [e.strip().rstrip("/") for e in endpoints.split(",") if e.strip()]
         if not urls:
             raise StartupError("etcd: no endpoint given")
-        self._endpoints = [_Endpoint(url, timeout) for url in urls]
+        self._auth = auth if auth is not None else credentials.active().etcd
+        tls = self._auth.ssl_context() if any(u.startswith("https:") for u in urls) else None
+        self._endpoints = [_Endpoint(url, timeout, tls) for url in urls]
         self._timeout = timeout
+        self._token: str | None = None
         self.label = endpoints
 
     @property
@@ -176,13 +214,39 @@ class Etcd:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def _login(self, endpoint: _Endpoint) -> str | None:
+        """The auth token for the credentials' user (None without a username)."""
+        auth = self._auth
+        if not auth.username:
+            return None
+        if self._token is None:
+            body = json.dumps({"name": auth.username, "password": auth.password or ""}).encode()
+            status, text = endpoint.post("/v3/auth/authenticate", body)
+            data = _json(text)
+            if status != 200 or not data.get("token"):
+                said = str(data.get("message") or text.decode(errors="replace")[:200])
+                if "authentication is not enabled" in said:
+                    return None  # an etcd without auth takes requests without a token
+                raise StartupError(
+                    f"etcd at {endpoint.url}: authentication failed for user {auth.username!r} "
+                    f"({said}); check ETCD_AUTH_USERNAME and ETCD_AUTH_PASSWORD "
+                    "(infra.etcd.username/password)"
+                )
+            self._token = str(data["token"])
+        return self._token
+
     def _call(self, path: str, body: dict[str, Any], *, missing_ok: bool = False) -> dict[str, Any]:
         """POST to the gateway; a "not found" answer is {} when ``missing_ok``."""
         last = ""
         raw = json.dumps(body, separators=(",", ":")).encode()
         for endpoint in list(self._endpoints):
             try:
-                status, text = endpoint.post(path, raw)
+                status, text = endpoint.post(path, raw, self._login(endpoint))
+                if status == 401 or b"invalid auth token" in text:  # expired: log in again
+                    self._token = None
+                    status, text = endpoint.post(path, raw, self._login(endpoint))
+            except _TlsError as err:
+                raise StartupError(f"etcd at {endpoint.url}: {err}") from None
             except _TransportError as err:
                 last = str(err)
                 continue
@@ -199,6 +263,12 @@ class Etcd:
             message = data.get("message", shown[:200]) if isinstance(data, dict) else shown
             if missing_ok and "not found" in str(message):
                 return {}
+            if "user name is empty" in str(message) or "permission denied" in str(message):
+                raise StartupError(
+                    f"etcd at {endpoint.url}: refused {path} ({message}): it requires "
+                    "credentials; set ETCD_AUTH_USERNAME and ETCD_AUTH_PASSWORD "
+                    "(infra.etcd.username/password) for a user allowed to do this"
+                )
             raise StartupError(f"etcd at {endpoint.url}: {path} failed: HTTP {status} {message}")
         raise InfraUnreachableError(f"etcd at {self.label} unreachable: {last}")
 
@@ -229,7 +299,7 @@ class Etcd:
         failures, the first prefix's is raised."""
         from concurrent.futures import ThreadPoolExecutor
 
-        clients = [self, *(Etcd(self.label, self._timeout) for _ in prefixes[1:])]
+        clients = [self, *(Etcd(self.label, self._timeout, self._auth) for _ in prefixes[1:])]
         try:
             with ThreadPoolExecutor(max_workers=len(clients)) as pool:
                 return list(pool.map(Etcd.range_prefix, clients, prefixes))
@@ -373,3 +443,16 @@ class Etcd:
         data = self._call("/v3/lease/keepalive", {"ID": str(lease)})
         ttl = int(data.get("result", {}).get("TTL", 0))
         return ttl if ttl > 0 else None
+
+    # -- auth -----------------------------------------------------------------------------------
+
+    def enable_auth(self, user: str, password: str) -> None:
+        """Turn on etcd's auth with ``user`` (root: etcd wants a root user first) holding the
+        root role. Called on a fresh embedded etcd, by a client without credentials."""
+        try:
+            self._call("/v3/auth/user/add", {"name": user, "password": password})
+        except StartupError as err:
+            if "already exists" not in str(err):
+                raise
+        self._call("/v3/auth/user/grant", {"user": user, "role": "root"})
+        self._call("/v3/auth/enable", {})

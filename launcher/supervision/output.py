@@ -267,7 +267,7 @@ class LogFile(_Pump):
     def _open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-        self._fd = os.open(self.path, flags, 0o644)
+        self._fd = os.open(self.path, flags, 0o600)  # private, as the state dir (0700)
         self._bytes = os.fstat(self._fd).st_size
 
     def _rotate(self) -> None:

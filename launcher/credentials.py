@@ -1,0 +1,330 @@
+"""Credentials for etcd and NATS: generated per state dir for the embedded ones, given by the user
+for external ones, handed to Dynamo's processes through the environment only.
+
+Dynamo's variables (measured on 1.4.2 and 0.5.0 with a real authenticated etcd and NATS):
+`ETCD_AUTH_USERNAME`/`ETCD_AUTH_PASSWORD` work; `ETCD_AUTH_CA`, `ETCD_AUTH_CLIENT_CERT` and
+`ETCD_AUTH_CLIENT_KEY` work only as PEM *contents* (a path fails) and only when no username is set
+(the client picks one or the other); `NATS_AUTH_USERNAME`/`NATS_AUTH_PASSWORD` and
+`NATS_AUTH_TOKEN` work; there is no `NATS_TLS_*` in either binary, and a NATS server that asks for
+TLS aborts Dynamo's connection. dynlaunch's own clients (lock, fencing, clear-namespace, status)
+take all of them, paths or PEM, and `NATS_TLS_CA`/`NATS_TLS_CERT`/`NATS_TLS_KEY` for NATS.
+
+One process-wide set is *active* (`activate`); until then the environment's. Nothing here
+prints a secret: the secret fields are left out of ``repr``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import secrets
+import ssl
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from launcher.errors import ConfigError
+
+if TYPE_CHECKING:
+    from launcher.config import EtcdConfig, NatsConfig
+
+FILE = "credentials.json"  # under the state dir, 0600
+ETCD_USER = "root"  # etcd enables auth only once a user named root exists
+NATS_USER = "dynlaunch"
+PEM = "-----BEGIN"
+
+
+@dataclass(frozen=True)
+class EtcdAuth:
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    ca: str | None = None  # a path, or PEM text (as Dynamo takes it)
+    cert: str | None = None
+    key: str | None = field(default=None, repr=False)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.ca or self.cert)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """For https:// endpoints: the system's CAs, or ``ca``; the client certificate if any."""
+        return _context(self.ca, self.cert, self.key) if self.tls else None
+
+
+@dataclass(frozen=True)
+class NatsAuth:
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    token: str | None = field(default=None, repr=False)
+    nkey: str | None = field(default=None, repr=False)  # an NKey seed file (nats-py: nkeys_seed)
+    creds_file: str | None = None
+    ca: str | None = None
+    cert: str | None = None
+    key: str | None = field(default=None, repr=False)
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.ca or self.cert)
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        return _context(self.ca, self.cert, self.key) if self.tls else None
+
+
+@dataclass(frozen=True)
+class InfraAuth:
+    etcd: EtcdAuth = field(default_factory=EtcdAuth)
+    nats: NatsAuth = field(default_factory=NatsAuth)
+
+
+ETCD_VARS = {
+    "username": "ETCD_AUTH_USERNAME",
+    "password": "ETCD_AUTH_PASSWORD",
+    "ca": "ETCD_AUTH_CA",
+    "cert": "ETCD_AUTH_CLIENT_CERT",
+    "key": "ETCD_AUTH_CLIENT_KEY",
+}
+NATS_VARS = {
+    "username": "NATS_AUTH_USERNAME",
+    "password": "NATS_AUTH_PASSWORD",
+    "token": "NATS_AUTH_TOKEN",
+    "nkey": "NATS_AUTH_NKEY",
+    "creds_file": "NATS_AUTH_CREDENTIALS_FILE",
+    "ca": "NATS_TLS_CA",  # dynlaunch's own: Dynamo reads no NATS_TLS_* (measured)
+    "cert": "NATS_TLS_CERT",
+    "key": "NATS_TLS_KEY",
+}
+ETCD_KEYS = {"username": "username", "password": "password", "ca": "ca", "cert": "client_cert",
+             "key": "client_key"}  # fmt: skip
+NATS_KEYS = {"username": "username", "password": "password", "token": "token",
+             "creds_file": "credentials_file", "ca": "ca", "cert": "client_cert",
+             "key": "client_key"}  # fmt: skip
+
+
+def _context(ca: str | None, cert: str | None, key: str | None) -> ssl.SSLContext:
+    """A verifying client context; ``ca``, ``cert`` and ``key`` are paths or PEM text."""
+    try:
+        ctx = ssl.create_default_context()
+        if ca:
+            if ca.lstrip().startswith(PEM):
+                ctx.load_verify_locations(cadata=ca)
+            else:
+                ctx.load_verify_locations(cafile=ca)
+        if cert:
+            with _as_files(cert, key) as (cert_file, key_file):
+                ctx.load_cert_chain(cert_file, key_file)
+    except (OSError, ssl.SSLError, ValueError) as err:
+        reason = (
+            getattr(err, "strerror", None) or getattr(err, "reason", None) or type(err).__name__
+        )
+        raise ConfigError(
+            f"TLS files (CA {_shown(ca)}, certificate {_shown(cert)}): cannot load them ({reason})"
+        ) from None
+    return ctx
+
+
+def _shown(value: str | None) -> str:
+    if not value:
+        return "none"
+    return "PEM text" if value.lstrip().startswith(PEM) else value
+
+
+@contextlib.contextmanager
+def _as_files(cert: str, key: str | None) -> Any:
+    """ssl loads a certificate chain from files only: PEM text goes through private temp files."""
+    if not cert.lstrip().startswith(PEM) and (key is None or not key.lstrip().startswith(PEM)):
+        yield cert, key
+        return
+    with tempfile.TemporaryDirectory(prefix="dynlaunch-tls-") as tmp:
+        paths = []
+        for name, text in (("cert.pem", cert), ("key.pem", key)):
+            if text is None or not text.lstrip().startswith(PEM):
+                paths.append(text)
+                continue
+            path = os.path.join(tmp, name)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(text)
+            paths.append(path)
+        yield paths[0], paths[1]
+
+
+def pem(value: str | None, origin: str) -> str | None:
+    """PEM text for Dynamo (its etcd client parses the variable's value, not a file)."""
+    if value is None or value.lstrip().startswith(PEM):
+        return value
+    try:
+        return Path(value).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or "not text"
+        raise ConfigError(f"{origin} {value}: cannot read it ({reason})") from None
+
+
+# -- where they come from ---------------------------------------------------------------------
+
+
+def external(
+    environ: Mapping[str, str], etcd: EtcdConfig | None = None, nats: NatsConfig | None = None
+) -> InfraAuth:
+    """Dynamo's variables over the config's `infra.etcd.*` / `infra.nats.*` keys."""
+    e: dict[str, str | None] = {}
+    for attr, var in ETCD_VARS.items():
+        e[attr] = environ.get(var) or (getattr(etcd, ETCD_KEYS[attr]) if etcd else None)
+    n: dict[str, str | None] = {}
+    for attr, var in NATS_VARS.items():
+        key = NATS_KEYS.get(attr)
+        n[attr] = environ.get(var) or (getattr(nats, key) if nats and key else None)
+    return InfraAuth(EtcdAuth(**e), NatsAuth(**n))
+
+
+_ACTIVE: InfraAuth | None = None
+
+
+def activate(auth: InfraAuth) -> None:
+    """The credentials dynlaunch's own etcd and NATS clients use from now on."""
+    global _ACTIVE
+    _ACTIVE = auth
+
+
+def active() -> InfraAuth:
+    return _ACTIVE if _ACTIVE is not None else external(os.environ)
+
+
+# -- generated, per state dir -----------------------------------------------------------------
+
+
+def generate() -> InfraAuth:
+    return InfraAuth(
+        EtcdAuth(username=ETCD_USER, password=secrets.token_urlsafe(24)),
+        NatsAuth(username=NATS_USER, password=secrets.token_urlsafe(24)),
+    )
+
+
+def path(state_dir: str) -> Path:
+    return Path(state_dir) / FILE
+
+
+def to_text(auth: InfraAuth) -> str:
+    data = {
+        "etcd": {"username": auth.etcd.username, "password": auth.etcd.password},
+        "nats": {"username": auth.nats.username, "password": auth.nats.password},
+    }
+    return json.dumps(data, indent=2) + "\n"
+
+
+def load(state_dir: str) -> InfraAuth | None:
+    """The state dir's generated credentials; None when there are none (or they are unreadable:
+    new ones are made and written over them)."""
+    try:
+        data = json.loads(path(state_dir).read_text(encoding="utf-8"))
+        etcd, nats = data["etcd"], data["nats"]
+        auth = InfraAuth(
+            EtcdAuth(username=str(etcd["username"]), password=str(etcd["password"])),
+            NatsAuth(username=str(nats["username"]), password=str(nats["password"])),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return auth if auth.etcd.password and auth.nats.password else None
+
+
+def load_or_generate(state_dir: str) -> InfraAuth:
+    return load(state_dir) or generate()
+
+
+def write_private(file: Path, text: str) -> None:
+    """Write ``text`` into ``file`` with mode 0600 from the first byte on."""
+    tmp = file.with_name(file.name + ".tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+    tmp.replace(file)
+
+
+# -- what Dynamo's processes get ----------------------------------------------------------------
+
+
+def child_env(auth: InfraAuth) -> tuple[dict[str, str], list[str]]:
+    """The variables every Dynamo process needs to reach etcd and NATS, and one warning for each
+    setting Dynamo does not honour (dynlaunch's own clients still use it)."""
+    env: dict[str, str] = {}
+    warnings: list[str] = []
+    e, n = auth.etcd, auth.nats
+    if e.username and e.password:
+        env |= {"ETCD_AUTH_USERNAME": e.username, "ETCD_AUTH_PASSWORD": e.password}
+        if e.tls:
+            warnings.append(
+                "Dynamo's etcd client ignores ETCD_AUTH_CA/CLIENT_CERT/CLIENT_KEY when a username "
+                "is set: its processes log in with the password over the endpoint's scheme only "
+                "(give Dynamo a client certificate whose common name is its etcd user instead)"
+            )
+    elif e.ca and e.cert and e.key:
+        env |= {
+            "ETCD_AUTH_CA": pem(e.ca, "ETCD_AUTH_CA (infra.etcd.ca)") or "",
+            "ETCD_AUTH_CLIENT_CERT": pem(e.cert, "ETCD_AUTH_CLIENT_CERT") or "",
+            "ETCD_AUTH_CLIENT_KEY": pem(e.key, "ETCD_AUTH_CLIENT_KEY") or "",
+        }
+    elif e.tls:
+        warnings.append(
+            "Dynamo's etcd client uses TLS only with all three of ETCD_AUTH_CA, "
+            "ETCD_AUTH_CLIENT_CERT and ETCD_AUTH_CLIENT_KEY; with fewer it connects without them"
+        )
+    for attr in ("username", "password", "token", "nkey", "creds_file"):
+        value = getattr(n, attr)
+        if value:
+            env[NATS_VARS[attr]] = value
+    if n.tls:
+        warnings.append(
+            "Dynamo (1.4.2 and 0.5.0, measured) cannot connect to NATS over TLS: its processes "
+            "connect without TLS, so that NATS must also accept plain connections; dynlaunch's "
+            "own NATS client uses TLS"
+        )
+    return env, warnings
+
+
+def for_run(
+    environ: Mapping[str, str],
+    etcd: EtcdConfig,
+    nats: NatsConfig,
+    *,
+    state_dir: str,
+    embedded_etcd: bool,
+    embedded_nats: bool,
+    generate_for_embedded: bool,
+) -> tuple[InfraAuth, dict[str, str], bool, list[str]]:
+    """The run's credentials: the state dir's generated ones for embedded etcd/NATS (made now if
+    there are none; the shell writes them), the user's for external ones. Also what Dynamo's
+    processes get of them, whether generated ones are in use, and warnings."""
+    given = external(environ, etcd, nats)
+    made = (
+        load_or_generate(state_dir)
+        if generate_for_embedded and (embedded_etcd or embedded_nats)
+        else None
+    )
+    auth = InfraAuth(
+        (made.etcd if made else EtcdAuth()) if embedded_etcd else given.etcd,
+        (made.nats if made else NatsAuth()) if embedded_nats else given.nats,
+    )
+    env, warnings = child_env(auth)
+    return auth, env, made is not None, warnings
+
+
+def for_run_record(
+    info: Mapping[str, Any], etcd: str | None, nats: str | None, environ: Mapping[str, str]
+) -> InfraAuth:
+    """What `status` and `clear-namespace` log in with: for the etcd / NATS of a running `up`
+    (its launcher.json ``info``) that generated credentials, those from its state dir; for any
+    other endpoint, the environment's (ETCD_AUTH_*, NATS_AUTH_*, NATS_TLS_*)."""
+    given = external(environ)
+    state_dir = info.get("state_dir")
+    made = load(str(state_dir)) if state_dir else None
+    generated = info.get("generated_credentials") or []
+    if made is None:
+        return given
+    return InfraAuth(
+        made.etcd if "etcd" in generated and etcd and etcd == info.get("etcd") else given.etcd,
+        made.nats if "nats" in generated and nats and nats == info.get("nats") else given.nats,
+    )
