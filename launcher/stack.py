@@ -160,10 +160,11 @@ class Stack:
     # -- start -----------------------------------------------------------------------------------
     def _start(self) -> None:
         deadline = time.monotonic() + self.cfg.startup_timeout_s
-        if not self.plan.by_role("etcd"):
+        # A role pod with Kubernetes discovery has no etcd or NATS at all (endpoint "").
+        if not self.plan.by_role("etcd") and self.plan.etcd_endpoints:
             self._wait_external("etcd", self.plan.etcd_endpoints, probes.etcd_ok)
             self.hooks.etcd_ready()
-        if not self.plan.by_role("nats"):
+        if not self.plan.by_role("nats") and self.plan.nats_url:
             self._wait_external("NATS", self.plan.nats_url, probes.nats_ok)
         # With external etcd: its lock and stale clear come first, so etcd and NATS start (or are
         # waited for) before any Dynamo process. With embedded infra there is nothing to lock or

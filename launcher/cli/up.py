@@ -174,7 +174,10 @@ def up(
       dynlaunch up sglang -c configs/sglang.yaml -- --max-total-tokens 32768\n
       dynlaunch up sglang --role worker -c /etc/dynlaunch/config.yaml   (in a worker pod)
     """
+    import logging
+
     from launcher import credentials, ports
+    from launcher.k8s import podenv
     from launcher.registrations.coordination import Coordination
     from launcher.resolve import check_binaries, ensure_tiny_model, for_role, resolve_plan
     from launcher.stack import Hooks, Stack
@@ -210,6 +213,11 @@ def up(
                 on_exit=etcd.fence,
                 dynamo_stopped=etcd.release,
             )
+            if role != "all":  # a pod: say which discovery the operator gave it
+                pod = podenv.read(os.environ)
+                logging.getLogger("launcher").info("dynlaunch: %s", pod.describe(role))
+                if not pod.uses_etcd:  # fencing and the clear act on etcd discovery only
+                    hooks = Hooks(on_change=state.write_status)
             stack = Stack(the_plan, sup, cfg, hooks)
             code = stack.run()
             assert deadman.stdin is not None
