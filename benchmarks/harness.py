@@ -31,6 +31,38 @@ STOP_TIMEOUT_S = 60.0
 PORT_RANGE = (10000, 19999)  # below dynlaunch's own 20000-32767 and valid as DYN_SYSTEM_PORT
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CLEAR_KEYS = 10_000  # stale keys of the namespace the clear-namespace comparison clears
+COMMAND_VAR = "DYNLAUNCH_BENCH_COMMAND"  # the command typed, when run.py re-executed itself
+
+
+@dataclasses.dataclass(frozen=True)
+class Dynamo:
+    """The Dynamo runtime both sides run: its interpreter, the dynlaunch that runs it, and the
+    reference script of its line ("1.x", or "0.5": run inside testkit.netns, see run.py)."""
+
+    line: str
+    python: Path  # runs dynamo.frontend / dynamo.mocker (and the script's clear step)
+    dynlaunch: Path  # installed in the same venv: `dynamo.python` defaults to its interpreter
+    script: Path
+
+    @property
+    def version(self) -> str:
+        """ai-dynamo's version in that venv (what the report names)."""
+        out = subprocess.run(
+            [str(self.python), "-c", "import importlib.metadata as m; "
+             "print(m.version('ai-dynamo'))"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        return out.stdout.strip() or "?"
+
+
+DYNAMO_1X = Dynamo("1.x", PYTHON, DYNLAUNCH, SCRIPT)
+DYNAMO_05_VENV = REPO / ".venv-dynamo-0.5.0"  # bash scripts/setup.sh --dynamo 0.5.0
+DYNAMO_05 = Dynamo(
+    "0.5",
+    DYNAMO_05_VENV / "bin" / "python",
+    DYNAMO_05_VENV / "bin" / "dynlaunch",
+    REPO / "benchmarks" / "reference_launch_05.sh",
+)
 
 
 class BenchError(Exception):
@@ -155,6 +187,7 @@ class Ctx:
     counter: int = 0
     code: list[tuple[str, str]] = dataclasses.field(default_factory=list)  # (when, fingerprint)
     forced: list[str] = dataclasses.field(default_factory=list)  # SIGKILLed at teardown
+    dynamo: Dynamo = DYNAMO_1X
 
     @property
     def home(self) -> Path:
@@ -176,7 +209,9 @@ def base_env(home: Path) -> dict[str, str]:
     frontend's model-card cache and dynlaunch's tiny model live there)."""
     drop = ("DYNLAUNCH_", "DYN_", "ETCD", "NATS_", "XDG_CACHE_HOME", "XDG_STATE_HOME")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
-    return env | {"HOME": str(home), "HF_HUB_OFFLINE": "1"}
+    # dynlaunch (an editable install) imports the launcher/ next to these benchmarks: a clean
+    # clone of the repository (run.py from there) measures its own code, not the shared tree's
+    return env | {"HOME": str(home), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
 
 
 def sides_for(rep: int) -> tuple[str, ...]:

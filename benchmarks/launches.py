@@ -16,12 +16,9 @@ from typing import Any
 import httpx
 
 from benchmarks.harness import (
-    DYNLAUNCH,
     MODEL,
     POLL_S,
-    PYTHON,
     REPO,
-    SCRIPT,
     START_TIMEOUT_S,
     STOP_TIMEOUT_S,
     BenchError,
@@ -143,7 +140,7 @@ class DynlaunchLaunch(Launch):
         self.verbose = False  # `dynlaunch -v up`: per-phase timings on stderr (diagnostics only)
 
     def argv(self) -> list[str]:
-        argv = [str(DYNLAUNCH), *(["-v"] if self.verbose else []), "up", "mocker"]
+        argv = [str(self.ctx.dynamo.dynlaunch), *(["-v"] if self.verbose else []), "up", "mocker"]
         argv += ["--namespace", self.ns]
         argv += ["--http-port", str(self.port), "--state-dir", str(self.state_dir)]
         return argv + (["--workers", str(self.workers)] if self.workers != 1 else [])
@@ -191,8 +188,9 @@ class DynlaunchLaunch(Launch):
 
     def status(self) -> dict[str, Any]:
         """`dynlaunch status --state-dir D --json`."""
+        dynlaunch = str(self.ctx.dynamo.dynlaunch)
         out = subprocess.run(
-            [str(DYNLAUNCH), "status", "--state-dir", str(self.state_dir), "--json"],
+            [dynlaunch, "status", "--state-dir", str(self.state_dir), "--json"],
             env=self.ctx.env,
             capture_output=True,
             text=True,
@@ -236,11 +234,14 @@ class ScriptLaunch(Launch):
     side = "script"
 
     def argv(self) -> list[str]:
-        p = self.ctx.ports
-        system = ",".join(str(p.pick()) for _ in range(self.workers))
+        p, dynamo = self.ctx.ports, self.ctx.dynamo
+        if dynamo.line == "0.5":  # Dynamo's defaults: no system port (its server is off)
+            per_worker = ["--workers", str(self.workers)]
+        else:
+            per_worker = ["--system-ports", ",".join(str(p.pick()) for _ in range(self.workers))]
         return [
             "bash",
-            str(SCRIPT),
+            str(dynamo.script),
             "--namespace",
             self.ns,
             "--http-port",
@@ -253,14 +254,13 @@ class ScriptLaunch(Launch):
             str(p.pick()),
             "--nats-monitor-port",
             str(p.pick()),
-            "--system-ports",
-            system,
+            *per_worker,
             "--model-path",
             str(self.ctx.model_dir),
             "--state-dir",
             str(self.dir / "state"),
             "--python",
-            str(PYTHON),
+            str(dynamo.python),
             "--ready-timeout",
             str(int(START_TIMEOUT_S)),
         ]

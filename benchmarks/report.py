@@ -19,7 +19,7 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from benchmarks.harness import CLEAR_KEYS, REPO, Ctx
+from benchmarks.harness import CLEAR_KEYS, COMMAND_VAR, REPO, Ctx
 from testkit.procs import all_pids
 
 
@@ -84,7 +84,7 @@ def first_line(argv: list[str]) -> str:
     return (out.stdout or out.stderr).strip().splitlines()[0] if (out.stdout or out.stderr) else "?"
 
 
-def machine() -> list[tuple[str, str]]:
+def machine(ctx: Ctx) -> list[tuple[str, str]]:
     cpuinfo = Path("/proc/cpuinfo").read_text()
     model = next(
         (ln.split(":", 1)[1].strip() for ln in cpuinfo.splitlines() if ln.startswith("model name")),
@@ -112,7 +112,7 @@ def machine() -> list[tuple[str, str]]:
         ("CPU model (/proc/cpuinfo)", model),
         ("kernel", platform.release()),
         ("Python", f"{platform.python_version()} ({sys.executable})"),
-        ("ai-dynamo", importlib.metadata.version("ai-dynamo")),
+        ("ai-dynamo", f"{ctx.dynamo.version} ({ctx.dynamo.python})"),
         ("etcd", first_line(["etcd", "--version"])),
         ("nats-server", first_line([nats or "nats-server", "--version"])),
         (
@@ -153,19 +153,22 @@ def code_lines(ctx: Ctx) -> list[str]:
         changes = "; ".join(f"{when}: {fp}" for when, fp in ctx.code)
         return [
             "* **WARNING: the dynlaunch code changed while this run went on** (others work in the "
-            f"same working tree; dynlaunch is an editable install, so a process started after the "
+            f"same working tree; dynlaunch imports {REPO}/launcher, so a process started after the "
             f"change runs the new code): {changes}.{moved}"
         ]
     return [
-        f"* dynlaunch code measured (an editable install of the working tree): "
+        f"* dynlaunch code measured ({REPO}/launcher, imported through PYTHONPATH): "
         f"{ctx.code[0][1]}, unchanged from start to end.{moved}"
     ]
 
 
 def _header(ctx: Ctx, run: RunInfo) -> list[str]:
-    command = shlex.join(getattr(sys, "orig_argv", [sys.executable, *sys.argv]))
+    command = os.environ.get(COMMAND_VAR) or shlex.join(
+        getattr(sys, "orig_argv", [sys.executable, *sys.argv])
+    )
     return [
-        "# dynlaunch benchmarks: `dynlaunch up mocker` vs the reference-script way",
+        "# dynlaunch benchmarks: `dynlaunch up mocker` vs the reference-script way"
+        + ("" if ctx.dynamo.line == "1.x" else f", on Dynamo {ctx.dynamo.version}"),
         "",
         f"* Date: {run.started.astimezone().strftime('%Y-%m-%d %H:%M:%S %Z')} "
         f"({run.started.astimezone(dt.timezone.utc).isoformat(timespec='seconds')}); "
@@ -178,14 +181,67 @@ def _header(ctx: Ctx, run: RunInfo) -> list[str]:
         f"{', '.join(run.foreign[0]) or 'none'}; at end: {', '.join(run.foreign[1]) or 'none'}). "
         "Timings are noisy; compare the two sides within this run only.",
         *code_lines(ctx),
+        *_netns_line(ctx),
+        *_see_also(),
         "",
         "## Machine",
         "",
-        *md_table(["", ""], machine()),
+        *md_table(["", ""], machine(ctx)),
     ]
 
 
-def _summary(results: list[tuple[Comparison, Row]]) -> list[str]:
+def _netns_line(ctx: Ctx) -> list[str]:
+    if ctx.dynamo.line == "1.x":
+        return []
+    return [
+        "* Both sides ran inside a private network namespace (`python -m testkit.netns`: only "
+        "`lo`, with `127.0.0.2/32 scope global` and a default route via `lo`), because Dynamo "
+        "0.5's "
+        "frontend binds its response stream on a routable address (there 127.0.0.2) and panics "
+        "without one. Everything else binds 127.0.0.1."
+    ]
+
+
+def _see_also() -> list[str]:
+    """Links to the other reports (RESULTS-*.md: one comparison, or another Dynamo version)."""
+    others = sorted(p.name for p in (REPO / "benchmarks").glob("RESULTS*.md"))
+    return [f"* Other reports: {', '.join(f'[{n}]({n})' for n in others)}."] if others else []
+
+
+_SIDES_1X = (
+    "`dynlaunch` = `.venv/bin/dynlaunch up mocker --namespace bench-<rand> --http-port P "
+    "--state-dir <tmp>` (plus `--workers 2` for the failover comparison). `script` = "
+    "`benchmarks/reference_launch.sh` (etcd + nats-server -js in the background, "
+    "`etcdctl del --prefix v1/instances/<ns>/` as the clear step, frontend and mocker "
+    "worker(s) in the background, then a poll until a completion succeeds; nothing restarts "
+    "a worker, the frontend has Dynamo's default migration limit 0). Both sides run the same "
+    "ai-dynamo, the same tiny model and the same loopback settings (`DYN_EVENT_PLANE=nats`, "
+    "`DYN_TCP_RPC_HOST=127.0.0.1`, `DYN_TCP_RESPONSE_STREAM_HOST=lo`, "
+    "`DYN_SYSTEM_HOST=127.0.0.1`, `DYN_EVENT_PLANE_HOST=127.0.0.1`), with HOME in a "
+    "temporary directory. In the clear-namespace row, `dynlaunch` is `dynlaunch "
+    "clear-namespace` and `script` is `etcdctl del --prefix`, once per prefix of the "
+    "namespace (see its section)."
+)
+
+
+_SIDES_05 = (
+    "`dynlaunch` = `.venv-dynamo-0.5.0/bin/dynlaunch up mocker --namespace bench-<rand> "
+    "--http-port P --state-dir <tmp>` (plus `--workers 2` for the failover comparison; "
+    "dynlaunch installed in the 0.5 venv runs Dynamo with that venv's python). `script` = "
+    "`benchmarks/reference_launch_05.sh`, the 0.5 launch scripts' way (agg.sh @42289874): "
+    "etcd + nats-server -js in the background, their clear step `python -m "
+    "dynamo.sglang.utils.clear_namespace --namespace <ns>` (its exit status ignored, as "
+    "agg.sh has no `set -e`), `python -m dynamo.frontend --http-host 127.0.0.1` and "
+    '`python -m dynamo.mocker --extra-engine-args FILE` workers (FILE: `{"block_size": '
+    "16}`) in the background, then a poll until a completion succeeds. Dynamo's defaults "
+    "otherwise: `DYN_NAMESPACE` only, no system port, the model card's migration limit 0 "
+    "(written by the first mocker), nothing restarts a worker. Both sides run the same "
+    "ai-dynamo 0.5.0 venv and the same tiny model, with HOME in a temporary directory."
+)
+
+
+def _summary(ctx: Ctx, results: list[tuple[Comparison, Row]]) -> list[str]:
+    sides = _SIDES_05 if ctx.dynamo.line == "0.5" else _SIDES_1X
     return [
         "## Summary",
         "",
@@ -205,18 +261,7 @@ def _summary(results: list[tuple[Comparison, Row]]) -> list[str]:
                 for i, (c, r) in enumerate(results)
             ],
         ),
-        "`dynlaunch` = `.venv/bin/dynlaunch up mocker --namespace bench-<rand> --http-port P "
-        "--state-dir <tmp>` (plus `--workers 2` for the failover comparison). `script` = "
-        "`benchmarks/reference_launch.sh` (etcd + nats-server -js in the background, "
-        "`etcdctl del --prefix v1/instances/<ns>/` as the clear step, frontend and mocker "
-        "worker(s) in the background, then a poll until a completion succeeds; nothing restarts "
-        "a worker, the frontend has Dynamo's default migration limit 0). Both sides run the same "
-        "ai-dynamo, the same tiny model and the same loopback settings (`DYN_EVENT_PLANE=nats`, "
-        "`DYN_TCP_RPC_HOST=127.0.0.1`, `DYN_TCP_RESPONSE_STREAM_HOST=lo`, "
-        "`DYN_SYSTEM_HOST=127.0.0.1`, `DYN_EVENT_PLANE_HOST=127.0.0.1`), with HOME in a "
-        "temporary directory. In the clear-namespace row, `dynlaunch` is `dynlaunch "
-        "clear-namespace` and `script` is `etcdctl del --prefix`, once per prefix of the "
-        "namespace (see its section).",
+        sides,
         "",
     ]
 
@@ -242,6 +287,11 @@ def _method(ctx: Ctx, left: int) -> list[str]:
         "switch; script = its session and process tree. Polled every 20 ms.",
         "* Idle: after both stacks serve and 2 s settle, VmRSS and utime+stime of the launcher "
         f"process, read at the start and end of a {ctx.idle_s:g} s window with no requests.",
+        "* Stack idle: each side's 1-worker stack alone (the other side not running), after it "
+        "serves and 2 s settle: VmRSS and utime+stime of every process of the run (dynlaunch: "
+        "the processes tagged with its run id, itself and its dead-man switch; script: its "
+        f"process tree), read at the start and end of a {ctx.idle_s:g} s window with no "
+        "requests, summed per kind of process (named from /proc/PID/cmdline).",
         "* Clear-namespace: a private etcd (loopback, free ports) for the comparison; before "
         f"each run {CLEAR_KEYS:,} stale lease-less keys of the namespace are seeded afresh (not "
         "timed); the clock runs from just before the first process is spawned until the last "
@@ -256,7 +306,7 @@ def _method(ctx: Ctx, left: int) -> list[str]:
 
 
 def write_report(path: Path, ctx: Ctx, results: list[tuple[Comparison, Row]], run: RunInfo) -> None:
-    lines = [*_header(ctx, run), *_summary(results)]
+    lines = [*_header(ctx, run), *_summary(ctx, results)]
     for i, (comp, row) in enumerate(results):
         lines += [f"## {i + 1}. {comp.title}", "", *row.details]
     lines += _method(ctx, run.left)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import threading
@@ -26,6 +27,17 @@ NOTE = (
     "`--migration-limit 3` and restarts the worker after a backoff (its delay is in the notes "
     "column)."
 )
+NOTE_05 = (
+    "* Without a restart, the script's dead worker stays registered until its etcd lease "
+    "expires (TTL 10 s; ai-dynamo 0.5.0 revokes it on no signal), and the model card (`mdc/tiny`, "
+    "written by the first mocker; 0.5's frontend reads the migration limit from it and 0.5's "
+    "mocker has no flag for it) says `migration_limit: 0`: a request in flight on the killed "
+    "worker fails, and one routed to it before the frontend stops choosing it gets `no "
+    "responders`. dynlaunch revokes the dead worker's lease at once, finding its registrations "
+    'by the NATS subject it serves ("fenced"), sets `migration_limit: 3` in the card before '
+    "its frontend starts, and restarts the worker after a backoff (its delay is in the notes "
+    "column)."
+)
 HEADERS = ["rep", "side", "requests", "failed", "failures by code",
            "failures from … to (vs kill)", "time to full capacity",
            "ok req/s before / after kill", "notes"]  # fmt: skip
@@ -37,10 +49,28 @@ class Request:
     end: float
     code: int | None  # HTTP status, None for an exception
     error: str = ""  # the exception, or the body of a failed response (shortened)
+    message: str = ""  # the failure's message: JSON "error"/"message", first line; or the error
 
     @property
     def ok(self) -> bool:
         return self.code == 200
+
+    @property
+    def kind(self) -> str:
+        """Code and message, e.g. `500 no responders: no responders`."""
+        return f"{self.code if self.code is not None else 'no response'} {self.message}"
+
+
+def message_of(body: str) -> str:
+    """The first line of a failed response's JSON "error" (0.5) or "message" (1.x), or of the
+    body; at most 100 characters."""
+    try:
+        data = json.loads(body)
+        found = data.get("error") or data.get("message") if isinstance(data, dict) else None
+    except ValueError:
+        found = None
+    text = str(found) if found else body
+    return (text.strip().splitlines() or [""])[0][:100]
 
 
 def run_load(
@@ -63,10 +93,10 @@ def run_load(
                     req = Request(t0, time.monotonic() - began, resp.status_code)
                     if resp.status_code != 200:
                         req.error = " ".join(resp.text.split())[:200]
+                        req.message = message_of(resp.text)
                 except httpx.HTTPError as err:
-                    req = Request(
-                        t0, time.monotonic() - began, None, f"{type(err).__name__}: {err}"
-                    )
+                    text = f"{type(err).__name__}: {err}"
+                    req = Request(t0, time.monotonic() - began, None, text, text[:100])
                 with lock:
                     done.append(req)
 
@@ -108,6 +138,7 @@ class FailoverRep:
     rate_after: float  # ... from the kill to the end of the load
     notes: str
     sample: str
+    kinds: dict[str, list[float]]  # failures by code and message: when each ended (vs the kill)
 
 
 def _watch_recovery(
@@ -157,6 +188,9 @@ def _summarise(
         rate_after=ok_after / max(1e-9, ctx.load_s - killed_at),
         notes=notes,
         sample=fails[0].error if fails else "",
+        kinds={
+            k: [r.end - killed_at for r in fails if r.kind == k] for k in {r.kind for r in fails}
+        },
     )
 
 
@@ -217,9 +251,23 @@ def _summary(side: str, got: list[FailoverRep]) -> str:
 
 
 def _details(
-    reps: dict[str, list[FailoverRep]], rows: list[list[object]], errors: list[str]
+    ctx: Ctx, reps: dict[str, list[FailoverRep]], rows: list[list[object]], errors: list[str]
 ) -> list[str]:
     details = md_table(HEADERS, rows) + failed_reps(errors)
+    for side in SIDES:
+        ends: dict[str, list[float]] = {}
+        for rep in reps[side]:
+            for kind, when in rep.kinds.items():
+                ends.setdefault(kind, []).extend(when)
+        by_kind = [
+            f"{len(when)}× `{kind}` (ended {min(when):+.2f} s … {max(when):+.2f} s vs the kill)"
+            for kind, when in sorted(ends.items(), key=lambda kv: -len(kv[1]))
+        ]
+        details.append(
+            f"* {side}: failures by code and message, all repetitions: "
+            + ("; ".join(by_kind) or "none")
+            + "."
+        )
     for side in SIDES:
         samples = sorted({r.sample for r in reps[side] if r.sample})
         for sample in samples[:3]:
@@ -233,7 +281,7 @@ def _details(
                 f"kill, {after:.1f} after it (the request counts differ mostly because failed "
                 "requests return fast)."
             )
-    return [*details, NOTE, ""]
+    return [*details, NOTE_05 if ctx.dynamo.line == "0.5" else NOTE, ""]
 
 
 def run(ctx: Ctx) -> Row:
@@ -258,5 +306,5 @@ def run(ctx: Ctx) -> Row:
         verdict="no failed request"
         if reps["dynlaunch"] and not dl_failed
         else f"{dl_failed} failed requests",
-        details=_details(reps, rows, errors),
+        details=_details(ctx, reps, rows, errors),
     )

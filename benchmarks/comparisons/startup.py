@@ -7,7 +7,7 @@ import re
 import subprocess
 import time
 
-from benchmarks.harness import DYNLAUNCH, SIDES, BenchError, Ctx, is_loopback, sides_for
+from benchmarks.harness import SIDES, BenchError, Ctx, is_loopback, sides_for
 from benchmarks.launches import DynlaunchLaunch, launched
 from benchmarks.report import Row, failed_reps, fmt_s, md_table, median, ratio
 from testkit.procs import listeners
@@ -18,7 +18,7 @@ def plan_time(ctx: Ctx) -> float | None:
     began = time.monotonic()
     try:
         subprocess.run(
-            [str(DYNLAUNCH), "plan", "mocker", "--namespace", "bench-plan"],
+            [str(ctx.dynamo.dynlaunch), "plan", "mocker", "--namespace", "bench-plan"],
             env=ctx.env, capture_output=True, timeout=60, check=True,
         )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
