@@ -165,18 +165,46 @@ def pem(value: str | None, origin: str) -> str | None:
 # -- where they come from ---------------------------------------------------------------------
 
 
+def _from_env(environ: Mapping[str, str]) -> InfraAuth:
+    e = {attr: environ.get(var) or None for attr, var in ETCD_VARS.items()}
+    n = {attr: environ.get(var) or None for attr, var in NATS_VARS.items()}
+    return InfraAuth(EtcdAuth(**e), NatsAuth(**n))
+
+
+def _from_config(etcd: EtcdConfig | None, nats: NatsConfig | None) -> InfraAuth:
+    e = {attr: getattr(etcd, key) if etcd else None for attr, key in ETCD_KEYS.items()}
+    n = {attr: getattr(nats, key) if nats else None for attr, key in NATS_KEYS.items()}
+    return InfraAuth(EtcdAuth(**e), NatsAuth(**n))
+
+
+def _given(auth: EtcdAuth | NatsAuth) -> bool:
+    return any(vars(auth).values())
+
+
 def external(
     environ: Mapping[str, str], etcd: EtcdConfig | None = None, nats: NatsConfig | None = None
 ) -> InfraAuth:
-    """Dynamo's variables over the config's `infra.etcd.*` / `infra.nats.*` keys."""
-    e: dict[str, str | None] = {}
-    for attr, var in ETCD_VARS.items():
-        e[attr] = environ.get(var) or (getattr(etcd, ETCD_KEYS[attr]) if etcd else None)
-    n: dict[str, str | None] = {}
-    for attr, var in NATS_VARS.items():
-        key = NATS_KEYS.get(attr)
-        n[attr] = environ.get(var) or (getattr(nats, key) if nats and key else None)
-    return InfraAuth(EtcdAuth(**e), NatsAuth(**n))
+    """dynlaunch's own login to an external etcd / NATS: the config's `infra.etcd.*` /
+    `infra.nats.*` keys when any is set, else Dynamo's variables. (Two logins may be needed: etcd
+    3.4's JSON gateway refuses a client certificate with a common name once auth is on, while
+    Dynamo over TLS logs in with just such a certificate.)"""
+    env, config = _from_env(environ), _from_config(etcd, nats)
+    return InfraAuth(
+        config.etcd if _given(config.etcd) else env.etcd,
+        config.nats if _given(config.nats) else env.nats,
+    )
+
+
+def for_dynamo(
+    environ: Mapping[str, str], etcd: EtcdConfig | None = None, nats: NatsConfig | None = None
+) -> InfraAuth:
+    """Dynamo's login to an external etcd / NATS: its variables when any is set, else the
+    config's keys."""
+    env, config = _from_env(environ), _from_config(etcd, nats)
+    return InfraAuth(
+        env.etcd if _given(env.etcd) else config.etcd,
+        env.nats if _given(env.nats) else config.nats,
+    )
 
 
 _ACTIVE: InfraAuth | None = None
@@ -189,7 +217,7 @@ def activate(auth: InfraAuth) -> None:
 
 
 def active() -> InfraAuth:
-    return _ACTIVE if _ACTIVE is not None else external(os.environ)
+    return _ACTIVE if _ACTIVE is not None else _from_env(os.environ)
 
 
 # -- generated, per state dir -----------------------------------------------------------------
@@ -298,7 +326,7 @@ def for_run(
     """The run's credentials: the state dir's generated ones for embedded etcd/NATS (made now if
     there are none; the shell writes them), the user's for external ones. Also what Dynamo's
     processes get of them, whether generated ones are in use, and warnings."""
-    given = external(environ, etcd, nats)
+    given, dynamo = external(environ, etcd, nats), for_dynamo(environ, etcd, nats)
     made = (
         load_or_generate(state_dir)
         if generate_for_embedded and (embedded_etcd or embedded_nats)
@@ -308,7 +336,12 @@ def for_run(
         (made.etcd if made else EtcdAuth()) if embedded_etcd else given.etcd,
         (made.nats if made else NatsAuth()) if embedded_nats else given.nats,
     )
-    env, warnings = child_env(auth)
+    env, warnings = child_env(
+        InfraAuth(
+            auth.etcd if embedded_etcd else dynamo.etcd,
+            auth.nats if embedded_nats else dynamo.nats,
+        )
+    )
     return auth, env, made is not None, warnings
 
 
@@ -318,7 +351,7 @@ def for_run_record(
     """What `status` and `clear-namespace` log in with: for the etcd / NATS of a running `up`
     (its launcher.json ``info``) that generated credentials, those from its state dir; for any
     other endpoint, the environment's (ETCD_AUTH_*, NATS_AUTH_*, NATS_TLS_*)."""
-    given = external(environ)
+    given = _from_env(environ)
     state_dir = info.get("state_dir")
     made = load(str(state_dir)) if state_dir else None
     generated = info.get("generated_credentials") or []

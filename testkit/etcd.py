@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -50,14 +51,36 @@ def _range(prefix: str) -> dict[str, str]:
 
 
 class Gateway:
-    """etcd's JSON gateway at ``url`` (or at the first endpoint of a client object)."""
+    """etcd's JSON gateway at ``url`` (or at the first endpoint of a client object). With ``user``
+    and ``password`` every request carries the token of /v3/auth/authenticate; ``verify`` is how
+    an https:// etcd is checked (an SSL context with the test's CA and client certificate)."""
 
-    def __init__(self, url: str | HasEndpoints, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str | HasEndpoints, timeout: float = 30.0, user: str | None = None,
+        password: str | None = None, verify: ssl.SSLContext | bool = True,
+    ) -> None:  # fmt: skip
         self.url = (url if isinstance(url, str) else url.endpoints[0]).split(",")[0].rstrip("/")
         self.timeout = httpx.Timeout(timeout, connect=2.0)
+        self.verify = verify
+        self.headers: dict[str, str] = {}
+        if user is not None:
+            login = {"name": user, "password": password or ""}
+            self.headers["Authorization"] = str(self.call("/v3/auth/authenticate", login)["token"])
+
+    @classmethod
+    def of_run(cls, state_dir: Path, url: str | None = None) -> Gateway:
+        """The embedded etcd of the `dynlaunch up` with ``state_dir``, logged in with the
+        credentials that run generated (STATE/credentials.json)."""
+        if url is None:
+            url = str(json.loads((state_dir / "launcher.json").read_text())["etcd"])
+        login = run_credentials(state_dir)["etcd"]
+        return cls(url, user=login["username"], password=login["password"])
 
     def call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
-        resp = httpx.post(self.url + path, json=dict(body), timeout=self.timeout, trust_env=False)
+        resp = httpx.post(
+            self.url + path, json=dict(body), timeout=self.timeout, trust_env=False,
+            headers=self.headers, verify=self.verify,
+        )  # fmt: skip
         if resp.status_code != 200:
             raise GatewayError(f"etcd {path}: HTTP {resp.status_code} {resp.text[:200]}")
         data = resp.json()
@@ -127,6 +150,24 @@ class Gateway:
     def compact(self) -> None:
         """Drop the store's history up to now (physically)."""
         self.call("/v3/kv/compaction", {"revision": str(self.revision()), "physical": True})
+
+
+def run_credentials(state_dir: Path) -> dict[str, dict[str, str]]:
+    """The logins a `dynlaunch up` generated for its embedded etcd and NATS:
+    {"etcd": {"username", "password"}, "nats": {...}}."""
+    data = json.loads((state_dir / "credentials.json").read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def run_gateway(state_dir: Path, url: str | None = None) -> Gateway:
+    return Gateway.of_run(state_dir, url)
+
+
+def etcdctl_env(state_dir: Path) -> dict[str, str]:
+    """etcdctl's login to a run's embedded etcd, through the environment (never its argv)."""
+    login = run_credentials(state_dir)["etcd"]
+    return {"ETCDCTL_API": "3", "ETCDCTL_USER": f"{login['username']}:{login['password']}"}
 
 
 def healthy(url: str) -> bool:

@@ -37,14 +37,15 @@ def run_cli(
     return cli_errors.run_cli(args, home, cache | dict(env or {}), timeout)
 
 
-def etcd_get(url: str, key: str) -> dict[str, object] | None:
-    """The key as etcd's own gateway returns it (value decoded, lease), or None."""
-    kv = Gateway(url).get(key)
+def etcd_get(url: str, key: str, state: Path | None = None) -> dict[str, object] | None:
+    """The key as etcd's own gateway returns it (value decoded, lease), or None; with ``state``,
+    logged in with that run's generated credentials."""
+    kv = (Gateway(url) if state is None else Gateway.of_run(state, url)).get(key)
     return None if kv is None else {"value": kv[1].decode(), "lease": kv[2]}
 
 
-def etcd_put(url: str, key: str, value: str) -> None:
-    Gateway(url).put(key, value)
+def etcd_put(url: str, key: str, value: str, state: Path | None = None) -> None:
+    (Gateway(url) if state is None else Gateway.of_run(state, url)).put(key, value)
 
 
 def _answers(url: str) -> bool:
@@ -141,7 +142,7 @@ def test_embedded_etcd_starts_empty_and_only_the_marked_dir_is_wiped(tmp_path: P
     try:
         first.wait_ready()
         url = str(first.info()["etcd"])
-        etcd_put(url, "stale/registration", "from run 1")
+        etcd_put(url, "stale/registration", "from run 1", first.state_dir)
         assert first.stop() == 0, first.dump()
     finally:
         first.kill()
@@ -151,7 +152,7 @@ def test_embedded_etcd_starts_empty_and_only_the_marked_dir_is_wiped(tmp_path: P
     second = Launcher(["mocker", "--namespace", "wipe", "--http-port", str(port)], tmp_path)
     try:
         second.wait_ready()
-        assert etcd_get(str(second.info()["etcd"]), "stale/registration") is None
+        assert etcd_get(str(second.info()["etcd"]), "stale/registration", state) is None
         assert second.stop() == 0, second.dump()
     finally:
         second.kill()

@@ -104,7 +104,7 @@ def test_two_workers_serve_status_counts_then_sigterm_leaves_nothing(
     assert len(shown) == 2 + 2 + 1 + 2, shown  # etcd, nats, frontend http, worker system ports
     assert all(listening(p) for p in shown), shown
     # Counted in the 0.5 layout, as etcd holds it (read here through etcd's own gateway).
-    ns, gateway = str(info["namespace"]), Gateway(str(info["etcd"]))
+    ns, gateway = str(info["namespace"]), Gateway.of_run(launcher.state_dir)
     instances = gateway.dump(f"instances/{ns}/")
     mine = [
         kv for kv in gateway.dump("models/") if json.loads(kv[1])["endpoint"]["namespace"] == ns
@@ -131,7 +131,7 @@ def test_sigkilled_worker_is_fenced_at_once_and_no_request_fails(
     launcher, port = up05(started, tmp_path, dynamo05_python, "--workers", "2")
     ready(launcher)
     info = launcher.info()
-    gateway = Gateway(str(info["etcd"]))
+    gateway = Gateway.of_run(launcher.state_dir)
     ns = str(info["namespace"])
 
     def worker_leases() -> set[int]:

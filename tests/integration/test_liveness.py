@@ -188,7 +188,7 @@ def test_a_worker_that_loses_its_lease_is_logged_with_that_cause(
     launcher, port = _up(started, tmp_path)
     launcher.wait_ready()
     ns = str(launcher.info()["namespace"])
-    etcd = Gateway(str(launcher.info()["etcd"]))  # etcd's own JSON gateway, not our client
+    etcd = Gateway.of_run(launcher.state_dir)  # etcd's own JSON gateway, not our client
     leases = {kv[2] for kv in etcd.dump(f"v1/instances/{ns}/")}
     assert len(leases) == 1  # one worker
     etcd.lease_revoke(leases.pop())
