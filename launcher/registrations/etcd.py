@@ -103,6 +103,13 @@ class _TlsError(Exception):
     server wants and did not get."""
 
 
+def _handshake_failed(err: ssl.SSLError) -> str:
+    return (
+        f"the TLS handshake failed ({err.reason or err}); does it want a client certificate "
+        "(ETCD_AUTH_CLIENT_CERT and ETCD_AUTH_CLIENT_KEY, infra.etcd.client_cert/client_key)?"
+    )
+
+
 class _Endpoint:
     """One gateway URL and its kept-alive connection."""
 
@@ -133,6 +140,9 @@ class _Endpoint:
             conn.request("POST", self.path + path, body, headers)
             resp = conn.getresponse()
             return resp.status, resp.read()
+        except ssl.SSLError as err:  # TLS 1.3: a refused client certificate shows on first read
+            self.close()
+            raise _TlsError(_handshake_failed(err)) from None
         except (OSError, http.client.HTTPException) as err:  # timed out, closed, reset, ...
             self.close()
             raise _TransportError(type(err).__name__, err) from None
@@ -166,10 +176,7 @@ class _Endpoint:
                 "(infra.etcd.ca) to the CA that signed it"
             ) from None
         except ssl.SSLError as err:
-            raise _TlsError(
-                f"the TLS handshake failed ({err.reason or err}); does it want a client "
-                "certificate (ETCD_AUTH_CLIENT_CERT and ETCD_AUTH_CLIENT_KEY)?"
-            ) from None
+            raise _TlsError(_handshake_failed(err)) from None
         except TimeoutError as err:
             raise _TransportError("ConnectTimeout", err) from None
         except OSError as err:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import ssl
 from collections.abc import Awaitable, Callable, Sequence
@@ -38,6 +39,9 @@ async def _connected(url: str, timeout: float, work: Callable[[Client], Awaitabl
     from nats.errors import TimeoutError as NatsTimeout
 
     servers = [u.strip() for u in url.split(",") if u.strip()]
+    # asyncio warns "returning true from eof_received() has no effect when using ssl" when a TLS
+    # server closes on a refused login: the refusal is our one error line, not that.
+    logging.getLogger("asyncio").setLevel(logging.ERROR)
     shown = re.sub(r"(?<=://)[^/@\s]*@", "***@", url)  # as config.mask_userinfo (no pydantic here)
     try:
         # max_reconnect_attempts=0 would retry an unreachable server forever: 1 means one retry.
