@@ -13,9 +13,13 @@ environment, as the operator set it:
    `-DYN_NAMESPACE_WORKER_SUFFIX`), in either layout (1.x `v1/instances/NS/`, 0.5 `instances/NS/`).
    Where instances carry a TCP address (1.x), one must be this pod's (POD_IP, else
    DYN_TCP_RPC_HOST, else the host name's address) and accept a connection. 0.5 instances
-   (NATS subjects) name no host: any `generate` instance in the namespace counts.
+   (NATS subjects) name no host: any `generate` instance in the namespace counts. With
+   ETCD_AUTH_USERNAME/ETCD_AUTH_PASSWORD in the pod (as Dynamo takes them) it logs in first.
 3. With Kubernetes discovery the frontend sees a worker only once its pod is Ready (its
    EndpointSlice), so 1 is the whole check, plus DYN_TCP_RPC_PORT accepting a connection when set.
+
+Every request goes straight to its address: a pod's HTTP(S)_PROXY is not for loopback or etcd.
+Tested against a real etcd and Dynamo mocker worker: tests/integration/test_k8s_worker_ready.py.
 """
 
 from __future__ import annotations
@@ -33,10 +37,15 @@ from typing import Any
 TIMEOUT_S = 4.0
 
 
-def _json(url: str, body: dict[str, str] | None = None) -> Any:
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # no proxy from the env
+
+
+def _json(url: str, body: dict[str, str] | None = None, token: str | None = None) -> Any:
     data = None if body is None else json.dumps(body).encode()
     request = urllib.request.Request(url, data=data, method="GET" if data is None else "POST")
-    with urllib.request.urlopen(request, timeout=TIMEOUT_S) as resp:
+    if token:
+        request.add_header("Authorization", token)
+    with _DIRECT.open(request, timeout=TIMEOUT_S) as resp:
         return json.load(resp)
 
 
@@ -64,12 +73,29 @@ def _b64(raw: bytes) -> str:
     return base64.b64encode(raw).decode()
 
 
-def generate_instances(etcd: str, namespace: str) -> Iterator[dict[str, Any]]:
+def etcd_token(etcd: str, env: Mapping[str, str]) -> str | None:
+    """The token of etcd's /v3/auth/authenticate for ETCD_AUTH_USERNAME, or None without one."""
+    user = env.get("ETCD_AUTH_USERNAME")
+    if not user:
+        return None
+    login = {"name": user, "password": env.get("ETCD_AUTH_PASSWORD", "")}
+    try:
+        return str(_json(f"{etcd}/v3/auth/authenticate", login)["token"])
+    except urllib.error.HTTPError as err:
+        if err.code == 412:  # "authentication is not enabled": every request is allowed
+            return None
+        raise
+
+
+def generate_instances(
+    etcd: str, namespace: str, token: str | None = None
+) -> Iterator[dict[str, Any]]:
     """The `generate` instances registered under exactly ``namespace``, both layouts."""
     for prefix in (f"v1/instances/{namespace}/", f"instances/{namespace}/"):
         key = prefix.encode()
         end = key[:-1] + bytes([key[-1] + 1])
-        found = _json(f"{etcd}/v3/kv/range", {"key": _b64(key), "range_end": _b64(end)})
+        body = {"key": _b64(key), "range_end": _b64(end)}
+        found = _json(f"{etcd}/v3/kv/range", body, token)
         for kv in found.get("kvs", []):
             value = json.loads(base64.b64decode(kv["value"]))
             if isinstance(value, dict) and value.get("endpoint") == "generate":
@@ -109,15 +135,19 @@ def etcd_problem(env: Mapping[str, str]) -> str | None:
         return "etcd discovery, but no ETCD_ENDPOINTS"
     namespace = registration_namespace(env)
     instances: list[dict[str, Any]] | None = None
+    refused: str | None = None
     for endpoint in endpoints:
-        url = endpoint if "://" in endpoint else f"http://{endpoint}"
+        url = (endpoint if "://" in endpoint else f"http://{endpoint}").rstrip("/")
         try:
-            instances = list(generate_instances(url.rstrip("/"), namespace))
+            instances = list(generate_instances(url, namespace, etcd_token(url, env)))
             break
+        except urllib.error.HTTPError as err:  # answers, but not to us (a login, a permission)
+            user = env.get("ETCD_AUTH_USERNAME")
+            refused = f"etcd at {url} answers {err.code}" + (f" (user {user})" if user else "")
         except (OSError, ValueError, KeyError):
             continue
     if instances is None:
-        return f"etcd at {', '.join(endpoints)} does not answer"
+        return refused or f"etcd at {', '.join(endpoints)} does not answer"
     if not instances:
         return f"no generate instance registered in namespace {namespace!r}"
     addresses = [a for a in map(_tcp_address, instances) if a is not None]
