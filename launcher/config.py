@@ -74,6 +74,15 @@ def check_endpoints(value: str, kind: Literal["etcd", "nats"]) -> str:
 Port = Annotated[int, Field(ge=1, le=65535)]
 
 
+def check_gpus(value: list[str] | None) -> list[str] | None:
+    for gpu in value or ():
+        if not GPU_ID_RE.fullmatch(gpu):
+            raise ValueError(f"GPU {gpu!r} is not an index (0, 1, ...) or a GPU-/MIG- UUID")
+    if value is not None and len(set(value)) < len(value):
+        raise ValueError("a GPU is listed twice")
+    return value
+
+
 class _Section(BaseModel):
     # coerce_numbers_to_str: DYNLAUNCH_NAMESPACE=123 or version: 0.5 are strings where one is wanted
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)
@@ -82,12 +91,19 @@ class _Section(BaseModel):
 class ModelConfig(_Section):
     path: str = Field(description="Model directory or Hugging Face id (org/name).")
     served_name: str | None = Field(None, description="Name clients ask for; default: the path.")
+    # JSON-schema / regex constrained outputs: SGLang needs its tokenizer for a grammar backend.
+    structured_output: bool = False
+
+
+RouterMode = Literal["round-robin", "random", "kv"]
 
 
 class FrontendConfig(_Section):
     http_host: str = "127.0.0.1"
     http_port: Port = 8000
-    router_mode: Literal["round-robin", "random", "kv"] = "round-robin"
+    # auto: kv when a model has 2+ workers (its prefix cache is then worth routing to), else
+    # round-robin. One frontend routes every model the same way (Dynamo's --router-mode).
+    router_mode: Literal["auto", "round-robin", "random", "kv"] = "auto"
     migration_limit: int = Field(3, ge=0)
     extra_args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)
@@ -110,12 +126,30 @@ class WorkersConfig(_Section):
     @field_validator("gpus")
     @classmethod
     def _gpus(cls, value: list[str] | None) -> list[str] | None:
-        for gpu in value or ():
-            if not GPU_ID_RE.fullmatch(gpu):
-                raise ValueError(f"GPU {gpu!r} is not an index (0, 1, ...) or a GPU-/MIG- UUID")
-        if value is not None and len(set(value)) < len(value):
-            raise ValueError("a GPU is listed twice")
-        return value
+        return check_gpus(value)
+
+
+class ModelEntry(_Section):
+    """One model of a `models:` list. Unset keys take the `workers:` section's value (its
+    defaults for every model); `path` defaults to `model.path` (the backend's default model)."""
+
+    name: str | None = Field(None, min_length=1, max_length=24, pattern=r"^[a-z0-9][a-z0-9-]*$")
+    path: str | None = None
+    served_name: str | None = None
+    workers: int | None = Field(None, ge=1, le=WORKERS_MAX)
+    tp: int | None = Field(None, ge=1)
+    page_size: int | None = Field(None, ge=1)
+    gpus: list[GpuId] | None = None
+    router_mode: RouterMode | None = None  # must agree with the other models' and the frontend's
+    # JSON-schema / regex constrained outputs: SGLang needs its tokenizer for a grammar backend.
+    structured_output: bool = False
+    extra_args: list[str] | None = None
+    env: dict[str, str] = Field(default_factory=dict)  # over workers.env
+
+    @field_validator("gpus")
+    @classmethod
+    def _gpus(cls, value: list[str] | None) -> list[str] | None:
+        return check_gpus(value)
 
 
 class EtcdConfig(_Section):
@@ -201,6 +235,8 @@ class LivenessConfig(_Section):
 class Config(_Section):
     namespace: str = "dynamo"
     model: ModelConfig
+    # Several models behind one frontend (launcher/models.py); None: the one `model:`.
+    models: list[ModelEntry] | None = Field(None, min_length=1)
     frontend: FrontendConfig = Field(default_factory=FrontendConfig)
     workers: WorkersConfig = Field(default_factory=WorkersConfig)
     infra: InfraConfig = Field(default_factory=InfraConfig)
@@ -389,6 +425,13 @@ def load_config(
         for layer in layers[:-1]:
             before = deep_merge(before, layer.data)
         merged["workers"]["extra_args"] = [*(_get(before, ("workers", "extra_args")) or []), *extra]
+    if merged.get("models") is not None:
+        for layer in layers[1:]:
+            if "model" in layer.data:
+                raise ConfigError(
+                    f"{layer.describe('model')}: set together with models:; put every model in "
+                    "models: (its entries take path, served_name, workers, tp, page_size, ...)"
+                )
     try:
         return Config.model_validate(merged)
     except ValidationError as err:
@@ -404,9 +447,11 @@ def _get(data: Mapping[str, Any], keys: tuple[str, ...]) -> Any:
     return node
 
 
-def check_model_path(cfg: Config, origin: str = "model.path (--model-path)") -> None:
+def check_model_path(
+    cfg: Config, origin: str = "model.path (--model-path)", path: str | None = None
+) -> None:
     """A model is an existing directory or a plausible Hugging Face id (org/name)."""
-    path = cfg.model.path
+    path = cfg.model.path if path is None else path
     if os.path.isdir(path) or (HF_ID_RE.fullmatch(path) and not os.path.exists(path)):
         return
     raise ConfigError(

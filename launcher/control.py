@@ -69,24 +69,67 @@ def status(info: Mapping[str, Any]) -> dict[str, Any]:
         row["uptime_s"] = round(now - started, 1) if started else None
         children.append(row)
     url, model = str(info["url"]), str(info["model"])
+    listed = probes.models(url)
     frontend = {
         "url": url,
         "healthy": probes.http_ok(f"{url}/health"),
-        "models": probes.models(url),
-        "ready": probes.model_listed(url, model),
+        "models": listed,
+        "ready": all(m in listed for m in info.get("models") or [model]),
     }
     return {
         "launcher": {
             "pid": info["pid"],
             "namespace": info["namespace"],
             "state_dir": info["state_dir"],
+            "discovery": info.get("discovery"),  # None: recorded by a dynlaunch before it
         },
         "children": children,
         "frontend": frontend,
         "registrations": registrations(
             str(info.get("etcd") or ""), str(info["namespace"]), str(info.get("layout") or "v1")
         ),
+        "models": per_model(info, children, listed),
     }
+
+
+def per_model(
+    info: Mapping[str, Any], children: list[dict[str, Any]], listed: list[str]
+) -> list[dict[str, Any]]:
+    """Each model: its workers (running / planned), its instances in etcd (None: unknown) and
+    whether the frontend lists it."""
+    models = info.get("models") or {str(info["model"]): {"component": "backend", "workers": []}}
+    etcd, ns = str(info.get("etcd") or ""), str(info["namespace"])
+    layout = str(info.get("layout") or "v1")
+    out = []
+    for name, about in models.items():
+        workers = [c for c in children if c.get("model", info["model"]) == name
+                   and c.get("role") == "worker"]  # fmt: skip
+        component = str(about.get("component") or "backend")
+        out.append({
+            "model": name,
+            "component": component,
+            "workers": len(workers),
+            "running": sum(c.get("state") == "running" for c in workers),
+            "instances": instances(etcd, ns, component, layout),
+            "listed": name in listed,
+        })  # fmt: skip
+    return out
+
+
+def instances(etcd: str, namespace: str, component: str, layout: str) -> int | None:
+    """How many generate instances of ``component`` are registered; None: etcd unreachable."""
+    from launcher.registrations.etcd import Etcd, Timeout
+
+    prefix = (
+        f"v1/instances/{namespace}/{component}/generate/"
+        if layout == "v1"
+        else f"instances/{namespace}/{component}/generate:"
+    )
+    try:
+        with Etcd(etcd, Timeout(connect=1.0, read=2.0)) as client:
+            return client.count_prefix(prefix)
+    except StartupError:
+        return None
 
 
 def registrations(etcd: str, namespace: str, layout: str = "v1") -> dict[str, int | None]:

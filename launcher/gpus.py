@@ -70,3 +70,29 @@ def placeholder_warning(found: Sequence[str], need: int) -> str:
         f"placeholder ids ?0..?{need - 1}; `up` here would refuse (choose GPUs with --gpus or "
         "CUDA_VISIBLE_DEVICES)"
     )
+
+
+def allocate(
+    gpus: Sequence[str], models: Sequence[tuple[str, int, int, Sequence[str] | None]], source: str
+) -> list[list[tuple[str, ...]]]:
+    """GPUs for several models' workers: each (origin, workers, tp, pinned) gets its pinned GPUs,
+    else the next ones of ``gpus`` that no model pinned, `tp` per worker. Only models pinned to
+    the same GPU share it (launcher.coherence checks their memory). One model: `slices`."""
+    if len(models) == 1 and models[0][3] is None:
+        return [slices(gpus, models[0][1], models[0][2], source)]
+    pinned = {g for _, _, _, pin in models for g in pin or ()}
+    free = [g for g in gpus if g not in pinned]
+    out: list[list[tuple[str, ...]]] = []
+    for origin, workers, tp, pin in models:
+        need = workers * tp
+        pool = list(pin) if pin is not None else free[:need]
+        if pin is None:
+            free = free[need:]
+        if len(pool) < need:
+            have = ",".join(pool) if pool else "none"
+            raise ConfigError(
+                f"{origin}: {workers} worker(s) x tp {tp} needs {need} GPU(s), {len(pool)} "
+                f"left for it ({source}: {have}); pin GPUs per model (models[].gpus) or use fewer"
+            )
+        out.append([tuple(pool[i * tp : (i + 1) * tp]) for i in range(workers)])
+    return out

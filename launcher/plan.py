@@ -18,6 +18,7 @@ from launcher.config import Config, check_endpoints, mask_userinfo
 from launcher.credentials import FILE as CREDENTIALS_FILE
 from launcher.credentials import InfraAuth, to_text
 from launcher.errors import ConfigError
+from launcher.models import ModelSpec, model_specs, router_mode
 from launcher.names import is_secret_flag, is_secret_name
 
 SYSTEM_PORT_MAX = 32767  # Dynamo parses DYN_SYSTEM_PORT as a signed 16-bit number
@@ -63,6 +64,8 @@ class ProcessSpec:
     gpus: tuple[str, ...] = ()
     ports: Mapping[str, int] = field(default_factory=dict)
     health_url: str | None = None  # answers 200 once the process is up
+    model: str = ""  # a worker's served model name
+    component: str = ""  # a worker's Dynamo component: its endpoint is NS.component.generate
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -74,6 +77,7 @@ class ProcessSpec:
             },
             "gpus": list(self.gpus),
             "ports": dict(self.ports),
+            **({"model": self.model} if self.model else {}),
         }
 
 
@@ -97,6 +101,19 @@ class Plan:
     etcd_auth: bool = False  # embedded etcd: enable auth (user root) once it answers
     # Set in the model card once the workers registered, before the frontend starts (0.5).
     card_migration_limit: int | None = None
+    served_models: tuple[str, ...] = ()  # every model, served_model first; () : served_model only
+    router_mode: str = ""  # the frontend's (auto resolved)
+
+    @property
+    def models(self) -> tuple[str, ...]:
+        return self.served_models or (self.served_model,)
+
+    def workers_of(self, model: str) -> list[ProcessSpec]:
+        return [p for p in self.by_role("worker") if p.model == model]
+
+    def component_of(self, model: str) -> str:
+        """The Dynamo component ``model``'s workers register under (from their endpoint)."""
+        return next((p.component for p in self.workers_of(model)), "backend")
 
     def by_role(self, role: str) -> list[ProcessSpec]:
         return [p for p in self.processes if p.role == role]
@@ -113,6 +130,8 @@ class Plan:
             "processes": [p.to_json() for p in self.processes],
             "files": dict(self.files) | {path: "*** (0600)" for path, _ in self.secret_files},
             "start_order": [list(tier) for tier in start_tiers(self)],
+            "models": {m: [p.name for p in self.workers_of(m)] for m in self.models},
+            **({"router_mode": self.router_mode} if self.router_mode else {}),
             **({} if self.card_migration_limit is None
                else {"model_card": {"migration_limit": self.card_migration_limit}}),
             "warnings": list(self.warnings),
@@ -180,6 +199,7 @@ def port_slots(
     system_port0: int | None = None,
     nccl: bool = False,
     dynamo_version: str = "1.4.2",
+    backend: str,
 ) -> list[PortSlot]:
     """The ports the plan needs: only those the Dynamo line honours (0.5 picks its response port
     itself and has no TCP request plane). ``system_port0``: worker-0's DYN_SYSTEM_PORT from a
@@ -202,23 +222,24 @@ def port_slots(
     if role not in ("all", "worker"):
         return slots
     kinds = ["system"] + (["rpc"] if compat.tcp_rpc else [])
-    kinds += ["kv_events"] if uses_kv_events(cfg) else []
+    kinds += ["kv_events"] if uses_kv_events(cfg, backend) else []
     kinds += ["nccl"] if nccl else []
     base = cfg.workers.port_base
-    for i in range(cfg.workers.count):
+    names = [name for spec in model_specs(cfg) for name in spec.worker_names()]
+    for i, name in enumerate(names):
         for j, kind in enumerate(kinds):
             fixed = None if base is None else base + i * len(kinds) + j
             if (i, kind) == (0, "system") and system_port0 is not None:
-                slots.append(PortSlot("worker-0.system", system_port0, "DYN_SYSTEM_PORT"))
+                slots.append(PortSlot(f"{name}.system", system_port0, "DYN_SYSTEM_PORT"))
                 continue
-            slots.append(
-                PortSlot(f"worker-{i}.{kind}", fixed, "workers.port_base", SYSTEM_PORT_MAX)
-            )
+            slots.append(PortSlot(f"{name}.{kind}", fixed, "workers.port_base", SYSTEM_PORT_MAX))
     return slots
 
 
-def uses_kv_events(cfg: Config) -> bool:
-    return cfg.frontend.router_mode == "kv"
+def uses_kv_events(cfg: Config, backend: str = "sglang") -> bool:
+    """KV-aware routing needs each SGLang worker's own KV-event endpoint (--kv-events-config);
+    Dynamo's mocker publishes its events itself."""
+    return backend == "sglang" and router_mode(cfg, model_specs(cfg)) == "kv"
 
 
 def build_plan(cfg: Config, backend: str, host: Host, role: str = "all") -> Plan:
@@ -235,47 +256,54 @@ def build_plan(cfg: Config, backend: str, host: Host, role: str = "all") -> Plan
     compat = for_version(host.dynamo_version)
     common = _dynamo_env(compat, etcd, nats) | dict(host.infra_env)
     loopback = role == "all"
+    specs = model_specs(cfg)
+    routing = router_mode(cfg, specs)
     if role in ("all", "frontend"):
-        procs.append(_frontend(cfg, host, compat, common, loopback))
-    slices = (
-        gpu_slicing.slices(host.gpus, cfg.workers.count, cfg.workers.tp, host.gpu_source)
-        if backend == "sglang" and role in ("all", "worker")
-        else [() for _ in range(cfg.workers.count)]
-    )
+        procs.append(_frontend(cfg, host, compat, common, loopback, routing))
     if role in ("all", "worker"):
-        for i, gpus in enumerate(slices):
-            procs.append(_worker(cfg, backend, host, compat, common, i, gpus, loopback))
+        asks = [(s.origin, s.count, s.tp, s.gpus) for s in specs]
+        per_model: list[list[tuple[str, ...]]] = (
+            gpu_slicing.allocate(host.gpus, asks, host.gpu_source)
+            if backend == "sglang"
+            else [[() for _ in range(s.count)] for s in specs]
+        )
+        for spec, slices in zip(specs, per_model, strict=True):
+            for i, gpus in enumerate(slices):
+                procs.append(_worker(cfg, spec, backend, host, compat, common, i, gpus, loopback))
     http_host = cfg.frontend.http_host
     client_host = "127.0.0.1" if http_host in ("0.0.0.0", "::", "") else http_host
     return Plan(
         backend=backend,
         dynamo_version=host.dynamo_version,
         namespace=cfg.namespace,
-        served_model=cfg.served_model_name,
+        served_model=specs[0].served,
         url=f"http://{_bracket(client_host)}:{cfg.frontend.http_port}",
         state_dir=host.state_dir,
         etcd_endpoints=etcd,
         nats_url=nats,
         processes=tuple(procs),
         role=role,
-        files=_files(cfg, backend, host, compat, role),
+        files=_files(specs, backend, host, compat, role),
         secret_files=_secret_files(host),
         auth=host.auth,
         etcd_auth=host.generated_auth and host.etcd_endpoints is None,
         card_migration_limit=(
             cfg.frontend.migration_limit if compat.migration_in_card and role == "all" else None
         ),
+        served_models=tuple(s.served for s in specs) if len(specs) > 1 else (),
+        router_mode=routing if role in ("all", "frontend") else "",
     )
 
 
 def _files(
-    cfg: Config, backend: str, host: Host, compat: Compat, role: str
+    specs: tuple[ModelSpec, ...], backend: str, host: Host, compat: Compat, role: str
 ) -> tuple[tuple[str, str], ...]:
-    """0.5's mocker takes its engine settings from a JSON file, not flags."""
+    """0.5's mocker takes its engine settings from a JSON file (one per model), not flags."""
     if backend != "mocker" or compat.mocker_flags or role == "frontend":
         return ()
-    args = json.dumps({"block_size": cfg.workers.page_size}, sort_keys=True)
-    return ((mocker_engine_args(host), args + "\n"),)
+    return tuple(
+        (mocker_engine_args(host, s), json.dumps({"block_size": s.page_size}) + "\n") for s in specs
+    )
 
 
 def nats_config(host: Host) -> str:
@@ -295,8 +323,12 @@ def _secret_files(host: Host) -> tuple[tuple[str, str], ...]:
     return tuple(files)
 
 
-def mocker_engine_args(host: Host) -> str:
-    return os.path.join(host.state_dir, MOCKER_ENGINE_ARGS_FILE)
+def mocker_engine_args(host: Host, spec: ModelSpec | None = None) -> str:
+    """The 0.5 mocker's engine-args file of ``spec``'s model (the first: the historic name)."""
+    name = MOCKER_ENGINE_ARGS_FILE
+    if spec is not None and spec.slot:
+        name = name.replace(".json", f"-{spec.component}.json")
+    return os.path.join(host.state_dir, name)
 
 
 def _bracket(host: str) -> str:
@@ -353,14 +385,19 @@ def _dynamo_env(compat: Compat, etcd: str, nats: str) -> dict[str, str]:
 
 
 def _frontend(
-    cfg: Config, host: Host, compat: Compat, common: Mapping[str, str], loopback: bool
+    cfg: Config,
+    host: Host,
+    compat: Compat,
+    common: Mapping[str, str],
+    loopback: bool,
+    routing: str,
 ) -> ProcessSpec:
     fe = cfg.frontend
     ports = {"http": fe.http_port}
     argv = [
         host.python, "-m", "dynamo.frontend",
         "--http-host", fe.http_host, "--http-port", str(fe.http_port),
-        "--namespace", cfg.namespace, "--router-mode", fe.router_mode,
+        "--namespace", cfg.namespace, "--router-mode", routing,
     ]  # fmt: skip
     env = dict(common)
     if compat.frontend_migration_limit:
@@ -384,6 +421,7 @@ def _frontend(
 
 def _worker(
     cfg: Config,
+    spec: ModelSpec,
     backend: str,
     host: Host,
     compat: Compat,
@@ -392,20 +430,22 @@ def _worker(
     gpus: tuple[str, ...],
     loopback: bool = True,
 ) -> ProcessSpec:
-    name = f"worker-{index}"
+    name = f"{spec.prefix}-{index}"
     kinds = (
         ("system", "rpc", "kv_events", "nccl")
         if compat.tcp_rpc
         else ("system", "kv_events", "nccl")
     )
     ports = {kind: host.ports[f"{name}.{kind}"] for kind in kinds if f"{name}.{kind}" in host.ports}
-    wk, model = cfg.workers, cfg.model
+    wk = cfg.workers
+    endpoint = f"dyn://{cfg.namespace}.{spec.endpoint}"
     if backend == "sglang":
         argv = [
             host.python, "-m", compat.worker_module(host.dynamo_version, wk.legacy_module),
-            "--model-path", model.path, "--served-model-name", cfg.served_model_name,
-            "--page-size", str(wk.page_size), "--tp", str(wk.tp),
+            "--model-path", spec.path, "--served-model-name", spec.served,
+            "--page-size", str(spec.page_size), "--tp", str(spec.tp),
         ]  # fmt: skip
+        argv += ["--endpoint", endpoint] if spec.component != "backend" else []
         argv += ["--trust-remote-code"] if wk.trust_remote_code else []
         argv += ["--skip-tokenizer-init"] if wk.skip_tokenizer_init else []
         argv += ["--nccl-port", str(ports["nccl"])] if "nccl" in ports else []
@@ -418,13 +458,13 @@ def _worker(
     else:
         argv = [
             host.python, "-m", "dynamo.mocker",
-            "--model-path", model.path, "--model-name", cfg.served_model_name,
+            "--model-path", spec.path, "--model-name", spec.served,
         ]  # fmt: skip
         if compat.mocker_flags:
-            argv += ["--block-size", str(wk.page_size)]
+            argv += ["--block-size", str(spec.page_size)]
         else:
-            argv += ["--extra-engine-args", mocker_engine_args(host)]
-        argv += ["--endpoint", f"dyn://{cfg.namespace}.backend.generate"]
+            argv += ["--extra-engine-args", mocker_engine_args(host, spec)]
+        argv += ["--endpoint", endpoint]
     env = dict(common) | {"DYN_NAMESPACE": cfg.namespace, "DYN_SYSTEM_PORT": str(ports["system"])}
     if compat.tcp_rpc:
         env["DYN_TCP_RPC_PORT"] = str(ports["rpc"])
@@ -440,8 +480,9 @@ def _worker(
         env |= {"DYN_SYSTEM_ENABLED": "true", "DYN_SYSTEM_STARTING_HEALTH_STATUS": "ready"}
     if backend == "sglang":
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
-    env |= wk.env
+    env |= dict(spec.env)
     return ProcessSpec(
-        name, "worker", (*argv, *wk.extra_args), env, gpus=gpus, ports=ports,
-        health_url=f"http://127.0.0.1:{ports['system']}/health",
+        name, "worker", (*argv, *spec.extra_args), env, gpus=gpus, ports=ports,
+        health_url=f"http://127.0.0.1:{ports['system']}/health", model=spec.served,
+        component=spec.component,
     )  # fmt: skip

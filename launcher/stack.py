@@ -59,6 +59,8 @@ class Hooks:
     after_registration: Callable[[], None] = _nothing  # e.g. the migration limit in the card
     on_change: Callable[[list[Child]], None] = lambda _children: None  # e.g. the status file
     on_exit: Callable[[Child], None] = lambda _child: None  # exited on its own, or hung: fence it
+    # why a child that ended during start-up may have (what was checked), or None
+    explain_exit: Callable[[Child], str | None] = lambda _child: None
     dynamo_stopped: Callable[[], None] = _nothing  # workers and frontend are down, infra is up
 
 
@@ -193,11 +195,13 @@ class Stack:
                     self._wait(f"{child.name} health ({child.spec.health_url})", probe, deadline)
                 if child.spec.role == "etcd" and not fresh:
                     self.hooks.etcd_ready()
-        base, model = self.plan.url, self.plan.served_model
-        if self.plan.role == "all":  # a role pod is ready when its own processes are healthy
+        base = self.plan.url
+        # A role pod is ready when its own processes are healthy; a whole stack when every model
+        # is listed and answers.
+        for model in self.plan.models if self.plan.role == "all" else ():
             self._wait(f"model {model!r} listed in {base}/v1/models",
                        partial(probes.model_listed, base, model), deadline)  # fmt: skip
-            self._wait("a one-token chat completion",
+            self._wait(f"a one-token chat completion of {model!r}",
                        partial(probes.one_token_completion, base, model), deadline)  # fmt: skip
         for child in self.children:
             child.to(State.RUNNING, "the stack is ready")
@@ -255,9 +259,10 @@ class Stack:
         tail = "\n".join(f"    {line}" for line in list(child.relay.tail)[-15:])
         log.error("%s pid=%s: %s before the stack was ready; its last lines:\n%s",
                   child.name, child.pid, describe_status(child.status), tail)  # fmt: skip
+        why = self.hooks.explain_exit(child)
         raise StartupError(
-            f"{child.name} {describe_status(child.status)} during startup; "
-            f"full log: {child.relay.log_path}"
+            f"{child.name} {describe_status(child.status)} during startup"
+            f"{f': {why}' if why else ''}; full log: {child.relay.log_path}"
         )
 
     def _announce(self) -> None:
@@ -274,7 +279,8 @@ class Stack:
             {"model": model, "messages": [{"role": "user", "content": "Hello!"}], "max_tokens": 32}
         )
         curl = f"curl -s {base}/v1/chat/completions -H 'Content-Type: application/json' -d '{body}'"
-        log.info("dynlaunch: ready: %s serves %r; try: %s", base, model, curl)
+        served = ", ".join(repr(m) for m in self.plan.models)
+        log.info("dynlaunch: ready: %s serves %s; try: %s", base, served, curl)
 
     # -- serve: restart what dies ----------------------------------------------------------------
     def _serve(self) -> None:
@@ -377,12 +383,15 @@ class Stack:
             r = self.cfg.restart
             gave_up = (f"{what}; gave up: {r.max_restarts} restarts within {r.window_s:.0f}s "
                        "(restart.max_restarts, restart.window_s)")  # fmt: skip
-            others = [c for c in self.children if c.spec.role == "worker" and c is not child]
+            # Another worker of its model must be left to serve that model.
+            others = [c for c in self.children if c.spec.role == "worker" and c is not child
+                      and c.spec.model == child.spec.model]  # fmt: skip
             left = sum(c.state is not State.FATAL for c in others)
             if lifecycle.keep_serving(child.spec.role, r.crash_loop, others_left=left):
                 child.to(State.FATAL, "crash loop; other workers serve")
-                log.error("%s; left stopped while %d other worker(s) serve (restart.crash_loop: "
-                          "keep-serving)", gave_up, left)  # fmt: skip
+                log.error("%s; left stopped while %d other worker(s) serve %r "
+                          "(restart.crash_loop: keep-serving)", gave_up, left,
+                          child.spec.model)  # fmt: skip
                 self._fatal_reported = now
                 return
             log.error("%s; stopping everything", gave_up)

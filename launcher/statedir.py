@@ -166,19 +166,31 @@ class StateDir:
                     f"cannot clear the embedded {name} data in {data}: {err.strerror}"
                 ) from None
 
-    def record(self, run_id: str, plan: Plan, stop_timeout_s: float) -> None:
-        """What `status`, `down`, `health` and `clear-namespace` need to find this run."""
+    def record(
+        self, run_id: str, plan: Plan, stop_timeout_s: float, discovery: str = "etcd"
+    ) -> None:
+        """What `status`, `down`, `health` and `clear-namespace` need to find this run;
+        ``discovery``: which discovery its Dynamo processes use (launcher.k8s.podenv)."""
         info = {
             **procid.me(),  # pid and start time: a reused pid is not this launcher
             "run_id": run_id,
             "namespace": self.namespace,
             "url": plan.url,
             "model": plan.served_model,
+            # every model: its Dynamo component (where its workers register) and its workers
+            "models": {
+                m: {
+                    "component": plan.component_of(m),
+                    "workers": [p.name for p in plan.workers_of(m)],
+                }
+                for m in plan.models
+            },
             "etcd": plan.etcd_endpoints,
             "nats": plan.nats_url,
             "stop_budget_s": plan_stop_budget(plan, stop_timeout_s),
             "dynamo_version": plan.dynamo_version,
             "layout": for_version(plan.dynamo_version).layout,  # how `status` counts
+            "discovery": discovery,
             # whose logins are in STATE/credentials.json (`status`, `clear-namespace` use them)
             "generated_credentials": [
                 p.role for p in plan.processes if plan.secret_files and p.role in ("etcd", "nats")
@@ -207,6 +219,7 @@ class StateDir:
                 "started": c.started_wall if c.alive else None,
                 "ports": dict(c.spec.ports),
                 "gpus": list(c.spec.gpus),
+                **({"model": c.spec.model} if c.spec.model else {}),
             }
             for c in children
         ]

@@ -28,6 +28,7 @@ def render_status(report: dict[str, Any]) -> str:
     lines = [
         f"dynlaunch pid {launcher['pid']}, namespace {launcher['namespace']}, "
         f"state {launcher['state_dir']}",
+        *([f"discovery: {launcher['discovery']}"] if launcher.get("discovery") else []),
         "",
         f"{'NAME':<10} {'ROLE':<9} {'PID':>7} {'STATE':<9} {'LIVE':<6} {'READY':<5} "
         f"{'RESTARTS':>8} {'UPTIME':>8}  PORTS  GPUS",
@@ -48,4 +49,11 @@ def render_status(report: dict[str, Any]) -> str:
         "registrations: "
         + ", ".join(f"{k}={'?' if v is None else v}" for k, v in report["registrations"].items()),
     ]
+    for m in report.get("models", []):
+        found = "?" if m["instances"] is None else m["instances"]
+        lines.append(
+            f"model {m['model']!r} (dyn://{launcher['namespace']}.{m['component']}.generate): "
+            f"workers {m['running']}/{m['workers']} running, instances={found}, "
+            f"{'listed' if m['listed'] else 'NOT listed'}"
+        )
     return "\n".join(lines)

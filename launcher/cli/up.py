@@ -137,12 +137,34 @@ def plan(
     head = (
         f"# dynlaunch {backend}: Dynamo {the_plan.dynamo_version}, namespace {the_plan.namespace}"
     )
-    typer.echo(f"{head}, serving {the_plan.served_model!r} at {the_plan.url}")
+    served = ", ".join(repr(m) for m in the_plan.models)
+    typer.echo(f"{head}, serving {served} at {the_plan.url}")
+    for model in the_plan.models if the_plan.role != "frontend" else ():
+        names = ", ".join(p.name for p in the_plan.workers_of(model))
+        endpoint = f"dyn://{the_plan.namespace}.{the_plan.component_of(model)}.generate"
+        typer.echo(f"# model {model!r}: workers {names or '-'} on {endpoint}")
+    if the_plan.router_mode:
+        typer.echo(f"# routing: {_routing(the_plan)}")
     for proc in the_plan.to_json()["processes"]:
         env = " ".join(f"{k}={v}" for k, v in proc["env"].items())
         typer.echo(f"\n{proc['name']} ({proc['role']}) ports={proc['ports']} gpus={proc['gpus']}")
         typer.echo(f"  env:  {env or '(inherited only)'}")
         typer.echo(f"  argv: {' '.join(proc['argv'])}")
+
+
+def _routing(the_plan: Plan) -> str:
+    """How the frontend routes, and what kv routing is wired with (plan's one line)."""
+    if the_plan.router_mode != "kv":
+        return f"{the_plan.router_mode} (the frontend's --router-mode)"
+    sizes = ", ".join(
+        f"{m} block size {p.argv[p.argv.index(flag) + 1]}"
+        for m in the_plan.models
+        for p in the_plan.workers_of(m)[:1]
+        for flag in ("--page-size", "--block-size")
+        if flag in p.argv
+    )
+    events = "each SGLang worker's --kv-events-config" if the_plan.backend == "sglang" else "NATS"
+    return f"kv (KV-cache aware); events over {events}; {sizes or 'block size from the cards'}"
 
 
 def up(
@@ -199,7 +221,8 @@ def up(
         ports.tag(me, run_id)
         embedded = [p.role for p in the_plan.processes if p.role in ("etcd", "nats")]
         with StateDir(Path(the_plan.state_dir), the_plan.namespace, run_id, embedded) as state:
-            state.record(run_id, the_plan, cfg.stop_timeout_s)
+            found = podenv.discovery(role, os.environ)  # `status` shows it
+            state.record(run_id, the_plan, cfg.stop_timeout_s, discovery=found)
             sup = Supervisor(run_id, state.logs, os.environ)
             deadman = sup.start_deadman()  # kills the run's processes if we are SIGKILLed
             rpc_host = "127.0.0.1" if role == "all" else os.environ.get("DYN_TCP_RPC_HOST", "")
@@ -211,11 +234,12 @@ def up(
                 after_registration=etcd.after_registration,
                 on_change=state.write_status,
                 on_exit=etcd.fence,
+                explain_exit=etcd.explain_exit,
                 dynamo_stopped=etcd.release,
             )
             if role != "all":  # a pod: say which discovery the operator gave it
                 pod = podenv.read(os.environ)
-                logging.getLogger("launcher").info("dynlaunch: %s", pod.describe(role))
+                logging.getLogger("launcher").info("dynlaunch: discovery: %s", found)
                 if not pod.uses_etcd:  # fencing and the clear act on etcd discovery only
                     hooks = Hooks(on_change=state.write_status)
             stack = Stack(the_plan, sup, cfg, hooks)

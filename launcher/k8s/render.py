@@ -25,6 +25,7 @@ from launcher.k8s import worker_ready
 from launcher.k8s.config import DNS_LABEL_RE, NAME_MAX, Toleration
 from launcher.k8s.dgd import CONFIG_DIR, Service, graph_deployment
 from launcher.k8s.releases import Release, release
+from launcher.models import model_specs, router_mode
 from launcher.names import is_secret_flag, is_secret_name
 from launcher.plan import Host, Plan, build_plan, port_slots
 from launcher.statedir import stop_budget
@@ -174,7 +175,10 @@ def pod_config(cfg: Config, tiny_model: str | None = None) -> dict[str, Any]:
     Dynamo version, the mocker's tiny model at ``tiny_model``) left to the pod; one worker per
     pod; the frontend on the Service's port."""
     data = cfg.model_dump(mode="json", exclude={"k8s", "state_dir", "dynamo"}, exclude_none=True)
-    data["frontend"] |= {"http_host": "0.0.0.0", "http_port": HTTP_PORT}
+    # The deployment's router mode, not a pod's (each pod has one worker: auto would say
+    # round-robin).
+    routing = router_mode(cfg, model_specs(cfg))
+    data["frontend"] |= {"http_host": "0.0.0.0", "http_port": HTTP_PORT, "router_mode": routing}
     data["workers"]["count"] = 1
     for key in ("gpus", "port_base"):
         data["workers"].pop(key, None)
@@ -296,8 +300,9 @@ def _pod_plan(cfg: Config, version: str, role: str) -> Plan:
     fixed = {"frontend.http": HTTP_PORT, "worker-0.system": SYSTEM_PORT}
     fixed["worker-0.kv_events"] = KV_EVENTS_PORT
     slots = port_slots(
-        pod, embedded_etcd=False, embedded_nats=False, role=role, dynamo_version=version
-    )
+        pod, embedded_etcd=False, embedded_nats=False, role=role, dynamo_version=version,
+        backend=backend,
+    )  # fmt: skip
     host = Host(
         dynamo_version=version,
         python="python3",

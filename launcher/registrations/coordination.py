@@ -13,7 +13,7 @@ from launcher import probes
 from launcher.compat import for_version
 from launcher.errors import DynlaunchError
 from launcher.plan import Plan
-from launcher.registrations import card05, lock
+from launcher.registrations import card05, endpoints, lock
 from launcher.registrations.etcd import Etcd
 from launcher.supervision.supervisor import Child
 
@@ -34,8 +34,7 @@ class Coordination:
         nats = plan.by_role("nats")
         monitor = nats[0].ports.get("monitor") if nats else None
         self.nats_monitor = f"http://127.0.0.1:{monitor}" if monitor else None
-        self.model = plan.served_model
-        self.workers = len(plan.by_role("worker"))
+        self.workers = {m: len(plan.workers_of(m)) for m in plan.models}  # per served model
         self.migration_limit = plan.card_migration_limit
         self._lease: int | None = None
         self._stop = threading.Event()
@@ -74,23 +73,47 @@ class Coordination:
     def workers_registered(self) -> bool:
         """0.5: every planned worker has put its models/ entry (its model files are uploaded)."""
         try:
-            found = card05.count_registered(self.etcd, self.namespace, self.model)
+            return all(
+                card05.count_registered(self.etcd, self.namespace, model) >= count
+                for model, count in self.workers.items()
+            )
         except DynlaunchError:  # etcd busy or restarting: ask again
             return False
-        return found >= self.workers
 
     def after_registration(self) -> None:
         """0.5: the migration limit into the model card, which the frontend about to start
         reads (its own flag does not exist)."""
-        if self.migration_limit is None:
+        limit = self.migration_limit
+        if limit is None:
             return
-        before = card05.set_migration_limit(self.etcd, self.model, self.migration_limit)
-        if before is None:
-            log.warning("dynlaunch: no model card for %r in etcd: requests will not migrate "
-                        "when a worker dies", self.model)  # fmt: skip
-        elif before != self.migration_limit:
-            log.info("dynlaunch: model card of %r: migration_limit %s -> %d (the frontend reads it "
-                     "from the card)", self.model, before, self.migration_limit)  # fmt: skip
+        for model in self.workers:
+            before = card05.set_migration_limit(self.etcd, model, limit)
+            if before is None:
+                log.warning("dynlaunch: no model card for %r in etcd: requests will not migrate "
+                            "when a worker dies", model)  # fmt: skip
+            elif before != limit:
+                log.info("dynlaunch: model card of %r: migration_limit %s -> %d (the frontend "
+                         "reads it from the card)", model, before, limit)  # fmt: skip
+
+    def explain_exit(self, child: Child) -> str | None:
+        """Why a worker may have ended during start-up without saying so: its endpoint already
+        serves another model (Dynamo refuses a second one there)."""
+        if child.spec.role != "worker" or not child.spec.component:
+            return None
+        try:
+            layout = self.compat.layout
+            served = endpoints.served_on(self.etcd, self.namespace, child.spec.component, layout)
+        except DynlaunchError:
+            return None
+        others = sorted(served - {child.spec.model})
+        if not others:
+            return None
+        where = f"dyn://{self.namespace}.{child.spec.component}.generate"
+        return (
+            f"{where} already serves model {', '.join(map(repr, others))}, and Dynamo refuses "
+            f"a second model ({child.spec.model!r}) on one endpoint; stop what registered it, or "
+            "use another namespace or model name (models[].name)"
+        )
 
     def fence(self, child: Child) -> None:
         """A worker exited: revoke its lease so the frontend stops routing to it now. 1.x: the

@@ -26,6 +26,7 @@ def plan_for(backend: str, version: str, flags: dict[str, Any] | None = None) ->
         embedded_etcd=True,
         embedded_nats=True,
         nccl=backend == "sglang",
+        backend=backend,
         dynamo_version=version,
     )
     host = Host(
@@ -170,7 +171,7 @@ def test_start_order(version: str, external: bool, tiers: list[list[str]]) -> No
     (it reads the card once); 1.x starts both at once."""
     cfg = cfg_for("mocker", {"workers": {"count": 2}})
     slots = port_slots(cfg, embedded_etcd=not external, embedded_nats=not external,
-                       nccl=False, dynamo_version=version)  # fmt: skip
+                       nccl=False, dynamo_version=version, backend="mocker")  # fmt: skip
     host = Host(
         dynamo_version=version, python="python3", gpus=(), gpu_source="test",
         ports={slot.name: 20000 + i for i, slot in enumerate(slots)}, state_dir="/tmp/s",

@@ -44,10 +44,17 @@ def mocker_cfg(flags: dict[str, Any] | None = None) -> Config:
 
 
 def distinct_ports(
-    cfg: Config, *, embedded_etcd: bool = True, embedded_nats: bool = True, nccl: bool = False
+    cfg: Config,
+    *,
+    embedded_etcd: bool = True,
+    embedded_nats: bool = True,
+    nccl: bool = False,
+    backend: str = "sglang",
 ) -> dict[str, int]:
     """Every slot a distinct port: fixed slots keep theirs, the others count up from 20000."""
-    slots = port_slots(cfg, embedded_etcd=embedded_etcd, embedded_nats=embedded_nats, nccl=nccl)
+    slots = port_slots(
+        cfg, embedded_etcd=embedded_etcd, embedded_nats=embedded_nats, nccl=nccl, backend=backend
+    )
     fixed = {s.fixed for s in slots if s.fixed is not None}
     out: dict[str, int] = {}
     nxt = 20000
@@ -374,9 +381,13 @@ def test_ports_distinct_and_system_port_in_range(
     gpu_ids = tuple(str(i) for i in range(cfg.workers.count * cfg.workers.tp))
     own_etcd, own_nats, nccl = etcd is None, nats is None, backend == "sglang"
     if allocator == "table":
-        port_map = distinct_ports(cfg, embedded_etcd=own_etcd, embedded_nats=own_nats, nccl=nccl)
+        port_map = distinct_ports(
+            cfg, embedded_etcd=own_etcd, embedded_nats=own_nats, nccl=nccl, backend=backend
+        )
     else:
-        slots = port_slots(cfg, embedded_etcd=own_etcd, embedded_nats=own_nats, nccl=nccl)
+        slots = port_slots(
+            cfg, embedded_etcd=own_etcd, embedded_nats=own_nats, nccl=nccl, backend=backend
+        )
         port_map = ports.allocate(slots, seed="test-unit-plan", bind_hosts={}, reserve_for=None)
     plan = build_plan(
         cfg, backend, make_host(cfg, gpu_ids=gpu_ids, etcd=etcd, nats=nats, port_map=port_map)
