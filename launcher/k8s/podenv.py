@@ -49,15 +49,21 @@ class PodEnv:
         return self.namespace
 
     def describe(self, role: str) -> str:
-        """One line for the log and `status`: which discovery, which namespace."""
+        """Which discovery, which namespace: `status` shows it after `discovery: `, `up` logs it."""
         source = "DYN_DISCOVERY_BACKEND" if self.discovery_given else "Dynamo's default"
         where = self.namespace_for(role) or "(config)"
         watching = role == "frontend" and self.prefix
         watch = f", watching namespaces {self.prefix}*" if watching else ""
-        line = f"discovery {self.discovery} ({source}), namespace {where}{watch}"
+        line = f"{self.discovery} ({source}), namespace {where}{watch}"
         if not self.uses_etcd:
             line += "; no stale-only clear and no fencing (they act on etcd discovery only)"
         return line
+
+
+def discovery(role: str, environ: Mapping[str, str]) -> str:
+    """What `status` says after `discovery: `. A whole stack (role all) runs on the etcd it
+    starts or is given; a pod on what the operator gave it."""
+    return ETCD if role == "all" else read(environ).describe(role)
 
 
 def read(environ: Mapping[str, str]) -> PodEnv:

@@ -23,7 +23,7 @@ def test_frontend_pod_with_kubernetes_discovery_needs_no_etcd(tmp_path: Path) ->
             "--http-port", str(free_port()), "--state-dir", str(tmp_path / "state")]  # fmt: skip
     done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     err = done.stderr
-    assert "discovery kubernetes (DYN_DISCOVERY_BACKEND), namespace ns-dgd" in err, err
+    assert "discovery: kubernetes (DYN_DISCOVERY_BACKEND), namespace ns-dgd" in err, err
     assert "no stale-only clear and no fencing" in err, err
     assert "ETCD_ENDPOINTS" not in err, err
     assert "unreachable" not in err, err

@@ -60,7 +60,7 @@ def test_what_a_pod_has(
     assert (pod.discovery, pod.namespace_for(role), pod.needs()) == (discovery, namespace, needs)
     assert pod.uses_etcd is fencing
     line = pod.describe(role)
-    assert line.startswith(f"discovery {discovery}")
+    assert line.startswith(f"{discovery} (")
     assert ("no stale-only clear and no fencing" in line) is not fencing
     if role == "frontend" and pod.prefix:
         assert f"watching namespaces {NS}*" in line
