@@ -216,6 +216,12 @@ def test_not_ready_for_another_pod(pod: Pod, changes: dict[str, str | None], why
     assert pod.probe() == (0, "ready")  # the worker itself is still ready
 
 
+def test_status_names_the_pods_etcd_discovery(pod: Pod) -> None:
+    """`status --json` of the pod's run: the discovery the operator gave it (etcd here)."""
+    found = pod.launcher.status()["launcher"]["discovery"]
+    assert found == f"etcd (DYN_DISCOVERY_BACKEND), namespace {REGISTERED}"
+
+
 def test_a_proxy_in_the_pod_environment_is_not_used(pod: Pod) -> None:
     """Pods often carry HTTP_PROXY; the probe's requests are for loopback and etcd directly."""
     dead = f"http://127.0.0.1:{free_port()}"
