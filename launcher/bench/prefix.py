@@ -47,6 +47,12 @@ class Sample:
     prompt_tokens: int | None
     cached_tokens: int | None
     error: str | None = None
+    # Asked for with `nvext.extra_fields` (Dynamo; `--compare-router`): the worker that served it
+    # (its instance id), the frontend's own TTFT and the KV router's predicted hit rate.
+    worker: int | None = None
+    server_ttft_ms: float | None = None
+    kv_hit_rate: float | None = None
+    sent_s: float | None = None  # when it was sent, seconds after its run began
 
 
 def words(count: int, seed: int | str) -> str:
@@ -110,10 +116,13 @@ def _ratio(a: float | None, b: float | None) -> float | None:
 
 
 class Bench:
-    def __init__(self, url: str, model: str, max_tokens: int, timeout_s: float = 120.0) -> None:
+    def __init__(
+        self, url: str, model: str, max_tokens: int, timeout_s: float = 120.0, nvext: bool = False
+    ) -> None:
         self.url = url.rstrip("/")
         self.model = model
         self.max_tokens = max_tokens
+        self.nvext = nvext  # ask Dynamo for the worker and its timing of each request
         self.client = httpx.Client(timeout=httpx.Timeout(timeout_s, connect=5.0))
 
     def close(self) -> None:
@@ -127,7 +136,7 @@ class Bench:
         return sample.prompt_tokens
 
     def send(self, req: Request, system: str, max_tokens: int | None = None) -> Sample:
-        body = {
+        body: dict[str, Any] = {
             "model": self.model,
             "messages": [
                 {"role": "system", "content": system},
@@ -137,9 +146,12 @@ class Bench:
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if self.nvext:
+            body["nvext"] = {"extra_fields": ["worker_id", "timing"]}
         began = time.monotonic()
         first: float | None = None
         usage: dict[str, Any] = {}
+        ext: dict[str, Any] = {}
         try:
             with self.client.stream("POST", f"{self.url}/v1/chat/completions", json=body) as resp:
                 if resp.status_code != 200:
@@ -153,17 +165,22 @@ class Bench:
                     if first is None and chunk.get("choices"):
                         first = time.monotonic() - began
                     usage = chunk.get("usage") or usage
+                    ext |= chunk.get("nvext") or {}  # timing comes with the last chunk
         except (httpx.HTTPError, ValueError) as err:
             return Sample(
                 req.kind, req.prefix, None, time.monotonic() - began, None, None, str(err)
             )
         details = usage.get("prompt_tokens_details") or {}
         cached = details.get("cached_tokens") if isinstance(details, dict) else None
+        worker = (ext.get("worker_id") or {}).get("decode_worker_id")
+        timing = ext.get("timing") or {}
         return Sample(req.kind, req.prefix, first, time.monotonic() - began,
-                      usage.get("prompt_tokens"), cached)  # fmt: skip
+                      usage.get("prompt_tokens"), cached, None, worker, timing.get("ttft_ms"),
+                      timing.get("kv_hit_rate"))  # fmt: skip
 
-    def metrics(self) -> dict[str, float]:
-        """Sum of each known counter over its label sets, from the server's /metrics."""
+    def metrics(self, names: Sequence[str] = METRICS) -> dict[str, float]:
+        """Sum of each of ``names`` over its label sets, from the server's /metrics (of a
+        counter with a status label, the "ok" ones only)."""
         try:
             text = self.client.get(f"{self.url}/metrics").text
         except httpx.HTTPError:
@@ -171,7 +188,9 @@ class Bench:
         found: dict[str, float] = {}
         for line in text.splitlines():
             name = line.split("{", 1)[0].split(" ", 1)[0]
-            if name in METRICS:
+            if 'status="' in line and 'status="ok"' not in line:
+                continue
+            if name in names:
                 try:
                     found[name] = found.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
                 except ValueError:
@@ -180,14 +199,20 @@ class Bench:
 
 
 def run(
-    bench: Bench, *, prefix_tokens: int, requests: int, concurrency: int, seed: int
+    bench: Bench,
+    *,
+    prefix_tokens: int,
+    requests: int,
+    concurrency: int,
+    seed: int,
+    groups: int | None = None,
 ) -> tuple[list[Sample], dict[str, Any]]:
     """All samples and the summary, with the server counters' change over the run. ``seed``
     salts every prompt: a second run with another seed finds nothing of the first in the cache
     (with the same seed, every request of a repeat is a cache hit, cold and control included)."""
     per_word = bench.prompt_tokens(words(200, seed=7)) / 200
     count = max(1, round(prefix_tokens / per_word))
-    groups = max(2, requests // 8)
+    groups = groups or max(2, requests // 8)
     cold, rest = schedule(requests, groups)
     # One untimed request as long as the others, sharing nothing with them: the first long
     # prompt a server sees pays one-time costs (kernel builds for new shapes) that would

@@ -67,3 +67,54 @@ def plot(samples: Sequence[Sample], path: str) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def _num(value: float | None, fmt: str = ".1f") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _cell(row: dict[str, Any]) -> str:
+    spread = " ".join(f"{w.removeprefix('worker-')}:{n}" for w, n in row["workers"].items())
+    return f"{spread} m{row['misses']}"
+
+
+def render_compare(report: dict[str, Any]) -> str:
+    """`bench prefix --compare-router`: one line per (router, concurrency), then each group."""
+    work, runs = report["workload"], report["runs"]
+    lines = [
+        f"router comparison: {report['backend']}, model {report.get('model', '-')!r}, "
+        f"{work['groups']} groups x {work['per_group']} requests, system prompt "
+        f"~{report.get('prefix_words', '-')} words, seed {work['seed']}",
+        "misses: requests sent to a worker that had not yet served their group's prefix",
+        "",
+        f"{'router':<12} {'conc':>4} {'pinned':>7} {'misses':>6} {'hit rate':>8} "
+        f"{'TTFT cold ms':>12} {'TTFT warm ms':>12} {'errors':>6}  requests per worker",
+    ]
+    for run in runs:
+        s = run["summary"]
+        per_worker = ", ".join(f"{w} {n}" for w, n in s["per_worker"].items())
+        lines.append(
+            f"{run['router_mode']:<12} {run['concurrency']:>4} "
+            f"{s['pinned']:>3}/{len(s['groups']):<3} {s['misses']:>6} "
+            f"{_num(s['kv_hit_rate_mean']['warm'], '.2f'):>8} "
+            f"{_num(s['ttft_mean_ms']['cold']):>12} {_num(s['ttft_mean_ms']['warm']):>12} "
+            f"{s['errors']:>6}  {per_worker}"
+        )
+    lines += ["", "per group (w:n = n requests on worker-w, mK = K misses):"]
+    heads = [f"{r['router_mode']} c{r['concurrency']}" for r in runs]
+    width = max([len(h) for h in heads] + [14])
+    lines.append(f"{'group':<6}" + "".join(f" {h:<{width}}" for h in heads))
+    for i, row in enumerate(runs[0]["summary"]["groups"] if runs else []):
+        cells = [_cell(r["summary"]["groups"][i]) for r in runs]
+        lines.append(f"{row['group']:<6}" + "".join(f" {c:<{width}}" for c in cells))
+    lines.append("")
+    for run in runs:
+        server = run["server"]
+        count = server.get("dynamo_component_router_kv_hit_rate_count", 0.0)
+        rate = server.get("dynamo_component_router_kv_hit_rate_sum", 0.0) / count if count else None
+        lines.append(
+            f"frontend counters, {run['router_mode']} c{run['concurrency']}: KV events applied "
+            f"+{server.get('dynamo_component_kv_cache_events_applied', 0.0):g}, router hit rate "
+            f"{_num(rate, '.2f')} over {count:g} routings"
+        )
+    return "\n".join(lines)

@@ -13,13 +13,28 @@ bench_app = typer.Typer(help="Measure a running stack.", no_args_is_help=True)
 
 @bench_app.command("prefix")
 def bench_prefix(
-    url: Annotated[str, typer.Option(help="The frontend's base URL.")] = "http://127.0.0.1:8000",
+    url: Annotated[
+        str | None, typer.Option(help="The frontend's base URL [default: http://127.0.0.1:8000].")
+    ] = None,
     model: Annotated[str | None, typer.Option(help="Model (default: the only one listed).")] = None,
-    prefix_tokens: Annotated[int, typer.Option(min=16, help="Shared system prompt size.")] = 2048,
+    prefix_tokens: Annotated[
+        int | None,
+        typer.Option(min=16, help="Shared system prompt size [default: 2048; 3000 to compare]."),
+    ] = None,
     requests: Annotated[
-        int, typer.Option(min=2, help="Shared-prefix requests (as many control).")
-    ] = 32,
-    concurrency: Annotated[int, typer.Option(min=1, help="Requests in flight at once.")] = 1,
+        int | None,
+        typer.Option(
+            min=2,
+            help="Shared-prefix requests (as many control) [default: 32; to compare: 6 a group].",
+        ),
+    ] = None,
+    concurrency: Annotated[
+        list[int] | None,
+        typer.Option(
+            min=1,
+            help="Requests in flight at once [default: 1; to compare: 1 and 2, repeat the flag].",
+        ),
+    ] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Tokens to generate per request.")] = 32,
     seed: Annotated[
         int | None,
@@ -35,19 +50,57 @@ def bench_prefix(
     plot_file: Annotated[
         str | None, typer.Option("--plot", help="Draw TTFT per kind to this PNG (matplotlib).")
     ] = None,
+    compare_router: Annotated[
+        bool,
+        typer.Option(
+            "--compare-router",
+            help="Start a stack (`dynlaunch up`) per router mode, round-robin then kv, and run "
+            "the same shared-prefix workload on each: where each group went, cache misses, "
+            "the router's hit rate, TTFT.",
+        ),
+    ] = False,
+    backend: Annotated[str, typer.Option(help="With --compare-router: up's backend.")] = "mocker",
+    config: Annotated[
+        str | None, typer.Option("--config", "-c", help="With --compare-router: up's config.")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=2, help="With --compare-router: workers.")] = 2,
+    groups: Annotated[
+        int | None,
+        typer.Option(min=1, help="Shared prefixes [default: requests/8; to compare: 8]."),
+    ] = None,
+    up_args: Annotated[
+        list[str] | None,
+        typer.Argument(metavar="UP_ARGS", help="With --compare-router: more `up` flags, after --."),
+    ] = None,
 ) -> None:
     """Prefix-cache effect: TTFT of cold (first of a shared prefix), warm (shared prefix) and
-    control (nothing shared) requests, cached tokens, and the server's own counters.
+    control (nothing shared) requests, cached tokens, and the server's own counters. With
+    --compare-router: KV-aware against round-robin routing, each on a fresh stack.
 
     Examples:\n
       dynlaunch bench prefix\n
-      dynlaunch bench prefix --url http://127.0.0.1:8000 --prefix-tokens 3500 --json > out.json
+      dynlaunch bench prefix --url http://127.0.0.1:8000 --prefix-tokens 3500 --json > out.json\n
+      dynlaunch bench prefix --compare-router\n
+      dynlaunch bench prefix --compare-router --backend sglang -c configs/sglang.yaml --json
     """
     import random
 
     from launcher.bench import prefix as bench
     from launcher.bench import view as bench_view
 
+    salt = seed if seed is not None else random.SystemRandom().randrange(1 << 31)
+    if compare_router:
+        if url is not None or plot_file is not None:
+            raise ConfigError("--compare-router starts its own stacks: drop --url and --plot")
+        _compare(backend, config, workers, model, prefix_tokens or 3000, groups or 8,
+                 requests, tuple(concurrency or (1, 2)), max_tokens, salt, up_args or [],
+                 as_json)  # fmt: skip
+        return
+    if up_args or config is not None:
+        raise ConfigError(f"{' '.join(up_args or ['--config'])}: only with --compare-router")
+    if concurrency is not None and len(concurrency) > 1:
+        raise ConfigError("--concurrency: one value (several only with --compare-router)")
+    url = url or "http://127.0.0.1:8000"
     if plot_file is not None:
         try:
             import matplotlib  # noqa: F401
@@ -56,13 +109,13 @@ def bench_prefix(
     chosen = model or _only_model(url)
     runner = bench.Bench(url, chosen, max_tokens)
     try:
-        salt = seed if seed is not None else random.SystemRandom().randrange(1 << 31)
         samples, summary = bench.run(
             runner,
-            prefix_tokens=prefix_tokens,
-            requests=requests,
-            concurrency=concurrency,
+            prefix_tokens=prefix_tokens or 2048,
+            requests=requests or 32,
+            concurrency=concurrency[0] if concurrency else 1,
             seed=salt,
+            groups=groups,
         )
     except BenchError as err:
         raise BenchError(f"{url}: {err}") from None
@@ -73,6 +126,23 @@ def bench_prefix(
     )
     if plot_file is not None:
         bench_view.plot(samples, plot_file)
+
+
+def _compare(
+    backend: str, config: str | None, workers: int, model: str | None, prefix_tokens: int,
+    groups: int, requests: int | None, levels: tuple[int, ...], max_tokens: int, seed: int,
+    up_args: list[str], as_json: bool,
+) -> None:  # fmt: skip
+    import json
+    import os
+
+    from launcher.bench import compare, view
+
+    per_group = max(2, (requests or groups * 6) // groups)
+    argv = [*(["--config", config] if config else []), "--workers", str(workers), *up_args]
+    work = compare.Workload(prefix_tokens, groups, per_group, levels, max_tokens, seed)
+    report = compare.compare(backend, argv, model, work, os.environ)
+    typer.echo(json.dumps(report, indent=2) if as_json else view.render_compare(report))
 
 
 def _only_model(url: str) -> str:
