@@ -18,7 +18,9 @@ NAMESPACE_MAX = 63
 
 # An environment variable or config key whose value is never shown: *TOKEN*, *SECRET*,
 # *PASSWORD*, *API_KEY* (README), and their kin.
-SECRET_NAME_RE = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_KEY|NKEY|(^|_)KEY$", re.I)
+SECRET_NAME_RE = re.compile(
+    r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_KEY|(^|_)NKEY|(^|_)KEY$", re.I
+)
 # A word of a command-line flag that marks its value a secret (`--api-key`, `--hf-token`).
 SECRET_WORDS = frozenset({"token", "secret", "password", "passwd", "apikey", "credentials"})
 

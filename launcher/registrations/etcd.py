@@ -29,6 +29,8 @@ from launcher import credentials
 from launcher.credentials import EtcdAuth
 from launcher.errors import InfraUnreachableError, StartupError
 
+_TOKENS: dict[tuple[str, str, str], str] = {}  # (endpoint, user, password) -> auth token
+
 
 class Timeout(NamedTuple):
     connect: float  # seconds to open the TCP (and TLS) connection
@@ -222,10 +224,15 @@ class Etcd:
         self.close()
 
     def _login(self, endpoint: _Endpoint) -> str | None:
-        """The auth token for the credentials' user (None without a username)."""
+        """The auth token for the credentials' user (None without a username). Tokens are shared
+        by every client of this process: etcd checks a password with bcrypt (~0.1 s on a busy
+        2-core host), which fencing, a new client per call, must not pay each time."""
         auth = self._auth
         if not auth.username:
             return None
+        key = (endpoint.url, auth.username, auth.password or "")
+        if self._token is None:
+            self._token = _TOKENS.get(key)
         if self._token is None:
             body = json.dumps({"name": auth.username, "password": auth.password or ""}).encode()
             status, text = endpoint.post("/v3/auth/authenticate", body)
@@ -239,8 +246,13 @@ class Etcd:
                     f"({said}); check ETCD_AUTH_USERNAME and ETCD_AUTH_PASSWORD "
                     "(infra.etcd.username/password)"
                 )
-            self._token = str(data["token"])
+            self._token = _TOKENS[key] = str(data["token"])
         return self._token
+
+    def _forget_token(self, endpoint: _Endpoint) -> None:
+        auth = self._auth
+        _TOKENS.pop((endpoint.url, auth.username or "", auth.password or ""), None)
+        self._token = None
 
     def _call(self, path: str, body: dict[str, Any], *, missing_ok: bool = False) -> dict[str, Any]:
         """POST to the gateway; a "not found" answer is {} when ``missing_ok``."""
@@ -250,7 +262,7 @@ class Etcd:
             try:
                 status, text = endpoint.post(path, raw, self._login(endpoint))
                 if status == 401 or b"invalid auth token" in text:  # expired: log in again
-                    self._token = None
+                    self._forget_token(endpoint)
                     status, text = endpoint.post(path, raw, self._login(endpoint))
             except _TlsError as err:
                 raise StartupError(f"etcd at {endpoint.url}: {err}") from None
