@@ -5,18 +5,20 @@ from __future__ import annotations
 import dataclasses
 import errno
 import ipaddress
+import json
 import os
 import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from launcher import credentials, gpus, ports, probes, tinymodel, versions
+from launcher import coherence, credentials, gpus, ports, probes, tinymodel, versions
 from launcher.config import Config, check_model_path, mask_userinfo, tiny_model_dir
 from launcher.errors import ConfigError, StartupError
 from launcher.k8s import podenv
+from launcher.models import ModelSpec, model_specs
 from launcher.plan import Host, Plan, build_plan, external_infra, port_slots
 from launcher.statedir import check_private, states_root
 
@@ -50,8 +52,9 @@ def dynamo_version(cfg: Config, python: str) -> str:
 
 def ensure_tiny_model(cfg: Config, backend: str, environ: Mapping[str, str]) -> None:
     """`up mocker` with the default model makes it on first use (offline, well under a second)."""
-    path = Path(cfg.model.path)
-    default = backend == "mocker" and cfg.model.path == tiny_model_dir(environ)
+    tiny = tiny_model_dir(environ)
+    default = backend == "mocker" and any(m.path == tiny for m in model_specs(cfg))
+    path = Path(tiny)
     if default and not tinymodel.is_complete(path):
         try:
             tinymodel.make(path)
@@ -86,8 +89,12 @@ def resolve_plan(
     ``dry_run`` (`plan`): too few GPUs found by nvidia-smi give placeholder ids and a warning."""
     python = cfg.dynamo.python or sys.executable
     version = dynamo_version(cfg, python)
-    if not (backend == "mocker" and cfg.model.path == tiny_model_dir(environ)):
-        check_model_path(cfg)
+    for spec in model_specs(cfg):
+        if not (backend == "mocker" and spec.path == tiny_model_dir(environ)):
+            origin = (
+                "model.path (--model-path)" if spec.origin == "model" else f"{spec.origin}.path"
+            )
+            check_model_path(cfg, origin, spec.path)
     etcd, nats = external_infra(cfg, environ)
     pod = podenv.read(environ) if role != "all" else None
     if pod is not None and not pod.needs():  # Kubernetes discovery: no etcd/NATS needed
@@ -100,7 +107,7 @@ def resolve_plan(
     warnings: list[str] = []
     if backend == "sglang" and role != "frontend":
         usable, source = gpus.available(cfg.workers.gpus, environ, gpus.detect())
-        need = cfg.workers.count * cfg.workers.tp
+        need = sum(m.count * m.tp for m in model_specs(cfg) if m.gpus is None)
         if dry_run and source == "nvidia-smi" and len(usable) < need:
             warnings.append(gpus.placeholder_warning(usable, need))
             usable, source = gpus.placeholders(need), "placeholders"
@@ -127,6 +134,7 @@ def resolve_plan(
         system_port0=_port(system_port0, "DYN_SYSTEM_PORT") if system_port0 else None,
         nccl=backend == "sglang" and role != "frontend",
         dynamo_version=version,
+        backend=backend,
     )
     bind = {"frontend.http": cfg.frontend.http_host}
     allocated = ports.allocate(slots, seed=cfg.namespace, bind_hosts=bind, reserve_for=reserve_for)
@@ -146,9 +154,30 @@ def resolve_plan(
         generated_auth=generated,
     )
     the_plan = build_plan(cfg, backend, host, role)
+    specs = model_specs(cfg)
+    skip = cfg.workers.skip_tokenizer_init
+    warnings += coherence.check(the_plan, specs, skip, attention_heads(specs))
     if pod is not None:
         the_plan = podenv.adapt(the_plan, pod)
     return dataclasses.replace(the_plan, warnings=tuple(warnings)) if warnings else the_plan
+
+
+def attention_heads(specs: Sequence[ModelSpec]) -> dict[str, int]:
+    """num_attention_heads of each model whose config.json is on this host (a model directory);
+    Hugging Face ids not downloaded are left out (their tp is not checked)."""
+    found: dict[str, int] = {}
+    for spec in specs:
+        try:
+            data = json.loads((Path(spec.path) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        text = data.get("text_config") if isinstance(data, dict) else None
+        for where in (data, text):
+            heads = where.get("num_attention_heads") if isinstance(where, dict) else None
+            if isinstance(heads, int) and heads > 0:
+                found[spec.path] = heads
+                break
+    return found
 
 
 def public_http_warning(host: str) -> list[str]:
