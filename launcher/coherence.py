@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 
+from launcher.compat import for_version
 from launcher.errors import ConfigError
 from launcher.models import ModelSpec
 from launcher.plan import Plan
@@ -49,6 +50,13 @@ def check(
             _tp(spec, (heads or {}).get(spec.path))
     if plan.backend == "sglang":
         _gpu_memory(plan)
+    compat = for_version(plan.dynamo_version)
+    if plan.router_mode == "kv" and not compat.kv_router_migrates:
+        warnings.append(
+            f"router_mode kv on Dynamo {plan.dynamo_version}: a request in flight on a worker "
+            "that dies fails instead of migrating (its KV router re-books the same request id; "
+            "ai-dynamo/dynamo#11647); round-robin loses prefix-cache hits but no request"
+        )
     return warnings
 
 

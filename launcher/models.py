@@ -114,9 +114,12 @@ def _check_names(specs: tuple[ModelSpec, ...]) -> None:
         served[spec.served] = spec
 
 
-def router_mode(cfg: Config, specs: tuple[ModelSpec, ...]) -> RouterMode:
+def router_mode(
+    cfg: Config, specs: tuple[ModelSpec, ...], *, kv_migrates: bool = False
+) -> RouterMode:
     """The frontend's one router mode: `frontend.router_mode`, or the models' (they must agree);
-    auto: kv when a model has 2+ workers, else round-robin."""
+    auto: kv when a model has 2+ workers and the Dynamo line's KV router still migrates the
+    requests of a worker that dies (``kv_migrates``, launcher.compat), else round-robin."""
     asked = {s.router_mode for s in specs if s.router_mode is not None}
     fe = cfg.frontend.router_mode
     if fe != "auto":
@@ -132,4 +135,4 @@ def router_mode(cfg: Config, specs: tuple[ModelSpec, ...]) -> RouterMode:
         )
     if asked:
         return asked.pop()
-    return "kv" if any(s.count >= 2 for s in specs) else "round-robin"
+    return "kv" if kv_migrates and any(s.count >= 2 for s in specs) else "round-robin"

@@ -222,7 +222,7 @@ def port_slots(
     if role not in ("all", "worker"):
         return slots
     kinds = ["system"] + (["rpc"] if compat.tcp_rpc else [])
-    kinds += ["kv_events"] if uses_kv_events(cfg, backend) else []
+    kinds += ["kv_events"] if uses_kv_events(cfg, backend, compat) else []
     kinds += ["nccl"] if nccl else []
     base = cfg.workers.port_base
     names = [name for spec in model_specs(cfg) for name in spec.worker_names()]
@@ -236,10 +236,11 @@ def port_slots(
     return slots
 
 
-def uses_kv_events(cfg: Config, backend: str = "sglang") -> bool:
+def uses_kv_events(cfg: Config, backend: str, compat: Compat) -> bool:
     """KV-aware routing needs each SGLang worker's own KV-event endpoint (--kv-events-config);
     Dynamo's mocker publishes its events itself."""
-    return backend == "sglang" and router_mode(cfg, model_specs(cfg)) == "kv"
+    routing = router_mode(cfg, model_specs(cfg), kv_migrates=compat.kv_router_migrates)
+    return backend == "sglang" and routing == "kv"
 
 
 def build_plan(cfg: Config, backend: str, host: Host, role: str = "all") -> Plan:
@@ -257,7 +258,7 @@ def build_plan(cfg: Config, backend: str, host: Host, role: str = "all") -> Plan
     common = _dynamo_env(compat, etcd, nats) | dict(host.infra_env)
     loopback = role == "all"
     specs = model_specs(cfg)
-    routing = router_mode(cfg, specs)
+    routing = router_mode(cfg, specs, kv_migrates=compat.kv_router_migrates)
     if role in ("all", "frontend"):
         procs.append(_frontend(cfg, host, compat, common, loopback, routing))
     if role in ("all", "worker"):

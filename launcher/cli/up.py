@@ -155,16 +155,33 @@ def plan(
 def _routing(the_plan: Plan) -> str:
     """How the frontend routes, and what kv routing is wired with (plan's one line)."""
     if the_plan.router_mode != "kv":
-        return f"{the_plan.router_mode} (the frontend's --router-mode)"
+        several = any(len(the_plan.workers_of(m)) >= 2 for m in the_plan.models)
+        why = (
+            f"; auto: not kv, because Dynamo {the_plan.dynamo_version}'s KV router fails the "
+            "requests of a worker that dies instead of migrating them (set frontend.router_mode: "
+            "kv to prefer prefix-cache hits)"
+            if several and the_plan.router_mode == "round-robin"
+            else ""
+        )
+        return f"{the_plan.router_mode} (the frontend's --router-mode){why}"
     sizes = ", ".join(
-        f"{m} block size {p.argv[p.argv.index(flag) + 1]}"
+        f"{m} block size {_block_size(the_plan, p.argv)}"
         for m in the_plan.models
         for p in the_plan.workers_of(m)[:1]
-        for flag in ("--page-size", "--block-size")
-        if flag in p.argv
     )
     events = "each SGLang worker's --kv-events-config" if the_plan.backend == "sglang" else "NATS"
     return f"kv (KV-cache aware); events over {events}; {sizes or 'block size from the cards'}"
+
+
+def _block_size(the_plan: Plan, argv: tuple[str, ...]) -> str:
+    """A worker's KV block size: its --page-size / --block-size, or its engine-args file's."""
+    for flag in ("--page-size", "--block-size"):
+        if flag in argv:
+            return argv[argv.index(flag) + 1]
+    if "--extra-engine-args" in argv:
+        text = dict(the_plan.files).get(argv[argv.index("--extra-engine-args") + 1], "{}")
+        return str(json.loads(text).get("block_size", "?"))
+    return "?"
 
 
 def up(

@@ -187,9 +187,12 @@ class Load:
     recorded as (ok, seconds). ``timeout`` bounds one request (a hung worker holds one until it
     is killed and the request migrates)."""
 
-    def __init__(self, port: int, clients: int = 3, timeout: float = 60.0) -> None:
+    def __init__(
+        self, port: int, clients: int = 3, timeout: float = 60.0, model: str = "tiny"
+    ) -> None:
         self.url = f"http://127.0.0.1:{port}/v1/chat/completions"
         self.timeout = timeout
+        self.model = model
         self.results: list[tuple[bool, float]] = []
         self._stop = threading.Event()
         self._threads = [threading.Thread(target=self._client, daemon=True) for _ in range(clients)]
@@ -197,7 +200,8 @@ class Load:
             thread.start()
 
     def _client(self) -> None:
-        body = {"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}
+        body = {"model": self.model, "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 8}  # fmt: skip
         with httpx.Client(timeout=self.timeout) as http:
             while not self._stop.is_set():
                 began = time.monotonic()
