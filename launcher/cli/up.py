@@ -67,6 +67,14 @@ Role = Annotated[
         "environment; never starts etcd or NATS)."
     ),
 ]
+ModelName = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        help="With --role worker and a models: list: run the worker of this model only (its "
+        "name), as a worker pod of `render k8s` does.",
+    ),
+]
 Extra = Annotated[
     list[str] | None,
     typer.Argument(metavar="ENGINE_ARGS", help="Engine args after --, passed through verbatim."),
@@ -99,6 +107,16 @@ def _config(backend: str, config: str | None, given: dict[str, Any]) -> Config:
     return load_config(backend, path=config, environ=os.environ, flags=flags, flag_names=names)
 
 
+def _role_config(
+    backend: str, config: str | None, given: dict[str, Any], role: str, model: str | None
+) -> Config:
+    """The config of this run; ``model`` (--model) keeps one entry of `models:` (a worker pod)."""
+    from launcher.model_select import select_model
+
+    cfg = _config(backend, config, given)
+    return cfg if model is None else select_model(cfg, model, role)
+
+
 def plan(
     backend: Backend,
     config: ConfigPath = None,
@@ -114,6 +132,7 @@ def plan(
     state_dir: StateDirOpt = None,
     startup_timeout: StartupTimeout = None,
     role: Role = "all",
+    model: ModelName = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     extra: Extra = None,
 ) -> None:
@@ -127,7 +146,7 @@ def plan(
     from launcher.resolve import for_role, resolve_plan
 
     given = {k: v for k, v in locals().items() if k in FLAG_KEYS}
-    cfg = for_role(_config(backend, config, given), role, os.environ)
+    cfg = for_role(_role_config(backend, config, given, role, model), role, os.environ)
     the_plan = resolve_plan(backend, cfg, os.environ, reserve_for=None, role=role, dry_run=True)
     for warning in the_plan.warnings:
         typer.echo(f"dynlaunch: warning: {warning}", err=True)
@@ -199,6 +218,7 @@ def up(
     state_dir: StateDirOpt = None,
     startup_timeout: StartupTimeout = None,
     role: Role = "all",
+    model: ModelName = None,
     extra: Extra = None,
 ) -> None:
     """Start the stack, wait until it serves, keep it up; Ctrl-C or SIGTERM stops it (exit 0).
@@ -211,7 +231,8 @@ def up(
       dynlaunch up mocker\n
       dynlaunch up mocker --workers 2 --http-port 8080\n
       dynlaunch up sglang -c configs/sglang.yaml -- --max-total-tokens 32768\n
-      dynlaunch up sglang --role worker -c /etc/dynlaunch/config.yaml   (in a worker pod)
+      dynlaunch up sglang --role worker -c /etc/dynlaunch/config.yaml   (in a worker pod)\n
+      dynlaunch up mocker --role worker --model alpha -c configs/two-models.yaml
     """
     import logging
 
@@ -224,7 +245,7 @@ def up(
     from launcher.supervision.supervisor import Supervisor
 
     given = {k: v for k, v in locals().items() if k in FLAG_KEYS}
-    cfg = for_role(_config(backend, config, given), role, os.environ)
+    cfg = for_role(_role_config(backend, config, given, role, model), role, os.environ)
     ensure_tiny_model(cfg, backend, os.environ)
     me = os.getpid()
     try:

@@ -1,6 +1,9 @@
 """Config -> Kubernetes manifests: the ConfigMap that ships the config to the pods, and the
 DynamoGraphDeployment (the Dynamo operator's CRD) with a `Frontend` and an `SGLangWorker` (or
-`MockerWorker`) service, as the targeted operator release reads it (`launcher.k8s.releases`).
+`MockerWorker`) service, as the targeted operator release reads it (`launcher.k8s.releases`). A
+`models:` list renders one worker service per model, `SGLangWorker-<name>` (`MockerWorker-...`):
+its replicas are the model's workers, its GPUs its tp, its pods serve only it (role mode: `up
+--role worker --model NAME`; plain mode: its own `--endpoint dyn://NS.<name>.generate`).
 
 Pure: `render` builds plain dicts from the config; `dump_yaml` is the only place they become text.
 Default (role mode): each pod runs `dynlaunch up sglang --role ROLE --config /etc/dynlaunch/...`
@@ -13,19 +16,22 @@ from __future__ import annotations
 import hashlib
 import inspect
 import math
+import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
 import yaml
 
+from launcher.compat import for_version
 from launcher.config import Config, tiny_model_dir
 from launcher.errors import ConfigError
 from launcher.k8s import worker_ready
 from launcher.k8s.config import DNS_LABEL_RE, NAME_MAX, Toleration
 from launcher.k8s.dgd import CONFIG_DIR, Service, graph_deployment
 from launcher.k8s.releases import Release, release
-from launcher.models import model_specs, router_mode
+from launcher.model_select import select_model
+from launcher.models import ModelSpec, model_specs, router_mode
 from launcher.names import is_secret_flag, is_secret_name
 from launcher.plan import Host, Plan, build_plan, port_slots
 from launcher.statedir import stop_budget
@@ -41,6 +47,9 @@ STOP_TIERS = 2  # a pod's dynlaunch stops in tiers (workers, then the frontend)
 PROBE_PERIOD_S = 10
 FRONTEND = "Frontend"
 WORKERS = {"sglang": "SGLangWorker", "mocker": "MockerWorker"}
+SERVICES_MAX = 25  # the CRD's maxProperties (v1alpha1) / maxItems (v1beta1) of services
+RESOURCE_NAME_MAX = 63  # the operator names a service's resources `<dgd name>-<service, lower>`
+WORKER_HASH = len("-0123abcd")  # 1.x operators may append a worker hash to worker resources
 # Set by the 1.x operator (the Dynamo namespace it computes, the frontend's prefix, the workers'
 # suffix, the discovery backend): a manifest that sets them breaks discovery there.
 OPERATOR_ENV = (
@@ -71,24 +80,39 @@ CLEAR_NOTE = (
 )
 # Plain-mode frontend readiness (python3 is in every Dynamo runtime image; curl and jq may not be).
 # /health alone is not enough: older frontends answer 200 with "status": "unhealthy", and 0.5 and
-# 1.x answer "healthy" with no worker at all. Exit 0 only when a worker is registered and the
-# served model is listed.
+# 1.x answer "healthy" with no worker at all. Exit 0 only when a worker is registered and a
+# served model is listed (with several models: any of them; see _frontend_ready).
 PLAIN_READY_PY = """\
 import json, sys, urllib.request
-url, model = sys.argv[1], sys.argv[2]
+url, models = sys.argv[1], sys.argv[2:]
 def get(path):
     with urllib.request.urlopen(url + path, timeout=5) as resp:
         return json.load(resp)
 health = get("/health")
 ok = health.get("status") == "healthy" and bool(health.get("instances") or health.get("endpoints"))
-ok = ok and any(m.get("id") == model for m in get("/v1/models").get("data", []))
+ok = ok and any(m.get("id") in models for m in get("/v1/models").get("data", []))
 sys.exit(0 if ok else 1)
 """
+# A plain worker of a `models:` list on 1.x: its own component in the namespace Dynamo itself
+# would register it in (DYN_NAMESPACE plus -DYN_NAMESPACE_WORKER_SUFFIX when the operator sets
+# one, common/utils/namespace.py). The operator gives every worker service of a deployment the
+# same suffix, so without --endpoint each model's workers would share `backend.generate`, where
+# Dynamo serves one model. Kubernetes expands $(VAR), not ${VAR}: the shell reads these.
+SUFFIXED_NS = (
+    "${DYN_NAMESPACE:-dynamo}${DYN_NAMESPACE_WORKER_SUFFIX:+-$DYN_NAMESPACE_WORKER_SUFFIX}"
+)
 
 
-def role_args(role: str, backend: str = "sglang") -> list[str]:
-    """The container args of a role pod (the command is ENTRYPOINT)."""
-    return ["up", backend, "--role", role, "--config", CONFIG_PATH]
+def role_args(role: str, backend: str = "sglang", model: str | None = None) -> list[str]:
+    """The container args of a role pod (the command is ENTRYPOINT); ``model``: the `models:`
+    entry a worker pod serves."""
+    which = ["--model", model] if model is not None else []
+    return ["up", backend, "--role", role, *which, "--config", CONFIG_PATH]
+
+
+def worker_service(backend: str, spec: ModelSpec, several: bool) -> str:
+    """`SGLangWorker`, or with a `models:` list `SGLangWorker-<name>` (the model's own)."""
+    return f"{WORKERS[backend]}-{spec.component}" if several else WORKERS[backend]
 
 
 def stop_budget_s(cfg: Config) -> float:
@@ -124,6 +148,7 @@ def render(
         )
     _refuse_secrets(cfg)
     _refuse_operator_env(cfg, row)
+    _check_model_services(cfg, row, name)
     tiny = tiny_model_dir(environ or {}) if k8s.backend == "mocker" else None
     docs: list[dict[str, Any]] = []
     meta: dict[str, Any] = {
@@ -136,7 +161,7 @@ def render(
         if parse(version) < (0, 6):
             meta["annotations"] = {CLEAR_NOTE_KEY: CLEAR_NOTE}
     else:
-        text = dump_yaml([pod_config(cfg, tiny)])
+        text = dump_yaml([pod_config(cfg, version, tiny)])
         config_map = f"{name}-dynlaunch"
         docs.append(_config_map(config_map, k8s.k8s_namespace, text))
         digest = hashlib.sha256(text.encode()).hexdigest()[:16]
@@ -170,28 +195,50 @@ def dump_yaml(docs: Sequence[Mapping[str, Any]]) -> str:
     )
 
 
-def pod_config(cfg: Config, tiny_model: str | None = None) -> dict[str, Any]:
+def pod_config(cfg: Config, version: str, tiny_model: str | None = None) -> dict[str, Any]:
     """The config the role pods run: this host's choices (GPUs, ports, state dir, interpreter,
     Dynamo version, the mocker's tiny model at ``tiny_model``) left to the pod; one worker per
     pod; the frontend on the Service's port."""
     data = cfg.model_dump(mode="json", exclude={"k8s", "state_dir", "dynamo"}, exclude_none=True)
     # The deployment's router mode, not a pod's (each pod has one worker: auto would say
     # round-robin).
-    routing = router_mode(cfg, model_specs(cfg))
+    kv_migrates = for_version(version).kv_router_migrates  # the targeted Dynamo's
+    routing = router_mode(cfg, model_specs(cfg), kv_migrates=kv_migrates)
     data["frontend"] |= {"http_host": "0.0.0.0", "http_port": HTTP_PORT, "router_mode": routing}
     data["workers"]["count"] = 1
     for key in ("gpus", "port_base"):
         data["workers"].pop(key, None)
     if tiny_model is not None and cfg.model.path == tiny_model:
         data["model"].pop("path")  # the pod makes its own (~/.cache/dynlaunch/tiny-model)
+    if cfg.models is not None:
+        # One worker per pod; a worker pod picks its entry by name. Each entry says its model
+        # (a config with models: takes no model: section).
+        del data["model"]
+        for entry, spec in zip(data["models"], model_specs(cfg), strict=True):
+            entry |= {"name": spec.component, "path": spec.path, "served_name": spec.served}
+            entry["workers"] = 1
+            entry.pop("gpus", None)
+            if tiny_model is not None and spec.path == tiny_model:
+                entry.pop("path")
     return data
+
+
+def _sections(cfg: Config) -> list[tuple[str, Mapping[str, str], Sequence[str]]]:
+    """(where, env, extra_args) of the frontend, the workers and each `models:` entry."""
+    out: list[tuple[str, Mapping[str, str], Sequence[str]]] = [
+        ("frontend", cfg.frontend.env, cfg.frontend.extra_args),
+        ("workers", cfg.workers.env, cfg.workers.extra_args),
+    ]
+    for i, entry in enumerate(cfg.models or ()):
+        out.append((f"models[{i}]", entry.env, entry.extra_args or ()))
+    return out
 
 
 def _refuse_operator_env(cfg: Config, row: Release) -> None:
     """On 1.x the user's env overrides the operator's: these would break discovery."""
     if not row.user_env_wins:
         return
-    for section, env in (("frontend", cfg.frontend.env), ("workers", cfg.workers.env)):
+    for section, env, _ in _sections(cfg):
         for key in OPERATOR_ENV:
             if key in env:
                 raise ConfigError(
@@ -204,23 +251,7 @@ def _refuse_operator_env(cfg: Config, row: Release) -> None:
 def _refuse_secrets(cfg: Config) -> None:
     """Manifests and ConfigMaps are stored in plain text: secrets belong in a Secret."""
     where = f"the Secret k8s.hf_secret ({cfg.k8s.hf_secret})" if cfg.k8s.hf_secret else "a Secret"
-    infra_secrets = (
-        ("infra.etcd.password", cfg.infra.etcd.password, "ETCD_AUTH_PASSWORD"),
-        ("infra.etcd.client_key", cfg.infra.etcd.client_key, "ETCD_AUTH_CLIENT_KEY"),
-        ("infra.nats.password", cfg.infra.nats.password, "NATS_AUTH_PASSWORD"),
-        ("infra.nats.token", cfg.infra.nats.token, "NATS_AUTH_TOKEN"),
-        ("infra.nats.client_key", cfg.infra.nats.client_key, "NATS_TLS_KEY"),
-    )
-    for key, value, var in infra_secrets:
-        if value:
-            raise ConfigError(
-                f"{key}: a secret is not rendered into manifests (stored in plain text); give "
-                f"the pods {var} from a Secret instead"
-            )
-    for section, env, args in (
-        ("frontend", cfg.frontend.env, cfg.frontend.extra_args),
-        ("workers", cfg.workers.env, cfg.workers.extra_args),
-    ):
+    for section, env, args in _sections(cfg):
         for key in env:
             if is_secret_name(key):
                 raise ConfigError(
@@ -233,6 +264,34 @@ def _refuse_secrets(cfg: Config) -> None:
                     f"{section}.extra_args {arg.partition('=')[0]}: a secret is not rendered "
                     f"into manifests (stored in plain text); put it in {where}"
                 )
+
+
+def _check_model_services(cfg: Config, row: Release, name: str) -> None:
+    """A `models:` list: one worker service per model, each a name the CRD and the operator's
+    resource names take."""
+    if cfg.models is None:
+        return
+    specs = model_specs(cfg)
+    if len(specs) + 1 > SERVICES_MAX:
+        raise ConfigError(
+            f"models: {len(specs)} models make {len(specs) + 1} services; the operator's CRD "
+            f"takes at most {SERVICES_MAX}: split them over several deployments"
+        )
+    if cfg.k8s.worker.replicas is not None:
+        raise ConfigError(
+            "k8s.worker.replicas: with a models: list each model's workers (models[].workers) "
+            "is its service's replicas; remove k8s.worker.replicas"
+        )
+    budget = RESOURCE_NAME_MAX - (WORKER_HASH if row.computed_namespace else 0)
+    for spec in specs:
+        resource = f"{name}-{worker_service(cfg.k8s.backend, spec, True).lower()}"
+        if not DNS_LABEL_RE.fullmatch(resource) or len(resource) > budget:
+            hashed = "-<hash>" if row.computed_namespace else ""
+            raise ConfigError(
+                f"{spec.origin}: the operator would name its worker resources "
+                f"{resource}{hashed}, not a DNS label of at most {RESOURCE_NAME_MAX} characters; "
+                "shorten k8s.name (--name) or the model's name (ending in a letter or digit)"
+            )
 
 
 def _config_map(name: str, namespace: str, text: str) -> dict[str, Any]:
@@ -248,45 +307,73 @@ def _role_services(
     cfg: Config, version: str, row: Release, config_map: str, annotations: dict[str, str]
 ) -> list[Service]:
     url = f"http://127.0.0.1:{HTTP_PORT}"
-    ready = ["dynlaunch", "health", "--url", url, "--model", cfg.served_model_name]
-    backend = cfg.k8s.backend
+    backend, specs = cfg.k8s.backend, model_specs(cfg)
+    checks = [["dynlaunch", "health", "--url", url, "--model", s.served] for s in specs]
+    ready = checks[0] if len(checks) == 1 else _frontend_ready(checks)
     front = _frontend(cfg, version, row, [*ENTRYPOINT], role_args("frontend", backend), ready, {})
-    work = _worker(cfg, row, [*ENTRYPOINT], role_args("worker", backend), {})
-    return [replace(s, config_map=config_map, annotations=dict(annotations)) for s in (front, work)]
+    services = [front]
+    for spec in specs:
+        model = spec.component if cfg.models is not None else None
+        args = role_args("worker", backend, model)
+        services.append(_worker(cfg, row, spec, [*ENTRYPOINT], args, {}))
+    return [replace(s, config_map=config_map, annotations=dict(annotations)) for s in services]
+
+
+def _frontend_ready(checks: list[list[str]]) -> list[str]:
+    """Several models: the frontend pod is ready when any of them is listed and answers. Each
+    model's workers are their own service; when one model has no worker, the others must keep
+    their frontend (every frontend pod sees the same workers, so requiring all would take every
+    frontend out of the Service at once)."""
+    return ["sh", "-c", " || ".join(shlex.join(check) for check in checks)]
 
 
 def _plain_services(cfg: Config, version: str, row: Release, tiny: str | None) -> list[Service]:
     """The argv `dynlaunch up BACKEND --role frontend|worker` would run in these pods."""
+    specs = model_specs(cfg)
     if cfg.k8s.backend == "mocker":
-        _plain_mocker_ok(cfg, version, tiny)
+        _plain_mocker_ok(cfg, version, tiny, specs)
     fe = _pod_plan(cfg, version, "frontend").by_role("frontend")[0]
-    wk = _pod_plan(cfg, version, "worker").by_role("worker")[0]
     url = f"http://127.0.0.1:{HTTP_PORT}"
-    ready = ["python3", "-c", PLAIN_READY_PY, url, cfg.served_model_name]
-    front_args, work_args = list(fe.argv[1:]), list(wk.argv[1:])
+    ready = ["python3", "-c", PLAIN_READY_PY, url, *(s.served for s in specs)]
+    front_args = list(fe.argv[1:])
     if row.computed_namespace:
-        # The operator's DYN_NAMESPACE(_PREFIX) and the workers' suffix decide: no namespace
-        # of ours in the argv (the mocker's --endpoint would bypass the suffix).
-        front_args, work_args = (
-            _drop_flag(front_args, "--namespace"),
-            _drop_flag(work_args, "--endpoint"),
-        )
+        # The operator's DYN_NAMESPACE_PREFIX decides what the frontend watches.
+        front_args = _drop_flag(front_args, "--namespace")
     front = _frontend(cfg, version, row, [fe.argv[0]], front_args, ready, cfg.frontend.env)
-    work = _worker(cfg, row, [wk.argv[0]], work_args, cfg.workers.env)
-    return [front, work]
+    services = [front]
+    for spec in specs:
+        pod = cfg if cfg.models is None else select_model(cfg, spec.component, "worker")
+        wk = _pod_plan(pod, version, "worker").by_role("worker")[0]
+        command, args = [wk.argv[0]], list(wk.argv[1:])
+        if row.computed_namespace:
+            # The operator's DYN_NAMESPACE and the workers' suffix decide the namespace: none of
+            # ours in the argv (the mocker's --endpoint would bypass the suffix). A model of a
+            # list keeps its own component, in the namespace the shell computes.
+            args = _drop_flag(args, "--endpoint")
+            if cfg.models is not None:
+                endpoint = f"dyn://{SUFFIXED_NS}.{spec.endpoint}"
+                script = f'exec "$@" --endpoint "{endpoint}"'
+                command, args = ["sh", "-c", script, "sh"], [*command, *args]
+        env = cfg.workers.env if cfg.models is None else dict(spec.env)
+        services.append(_worker(cfg, row, spec, command, args, env))
+    return services
 
 
-def _plain_mocker_ok(cfg: Config, version: str, tiny: str | None) -> None:
+def _plain_mocker_ok(
+    cfg: Config, version: str, tiny: str | None, specs: Sequence[ModelSpec]
+) -> None:
     if parse(version) < (1, 0):
         raise ConfigError(
             f"--plain with the mocker needs Dynamo 1.0 or later, not {version} (0.5's mocker "
             "reads its settings from a file dynlaunch writes): render without --plain"
         )
-    if cfg.model.path == tiny:
-        raise ConfigError(
-            "--plain with the mocker: model.path must be a Hugging Face id (the tiny model "
-            "exists only where dynlaunch makes it): set model.path, or render without --plain"
-        )
+    for spec in specs:
+        if spec.path == tiny:
+            where = "model.path" if spec.origin == "model" else f"{spec.origin}.path"
+            raise ConfigError(
+                f"--plain with the mocker: {where} must be a Hugging Face id (the tiny model "
+                f"exists only where dynlaunch makes it): set {where}, or render without --plain"
+            )
 
 
 def _drop_flag(args: list[str], flag: str) -> list[str]:
@@ -307,11 +394,14 @@ def _drop_flag(args: list[str], flag: str) -> list[str]:
 def _pod_plan(cfg: Config, version: str, role: str) -> Plan:
     """`dynlaunch plan BACKEND --role ROLE` for one pod of the deployment (pure: the pod's facts
     are fixed here): one worker on the pod's GPUs, etcd/NATS from the pod's environment."""
-    data = pod_config(cfg) | {"k8s": cfg.k8s.model_dump(mode="json")}
+    data = pod_config(cfg, version) | {"k8s": cfg.k8s.model_dump(mode="json")}
+    data.setdefault("model", cfg.model.model_dump(mode="json"))  # the loader's default, in a pod
     pod = Config.model_validate(data)
     backend = cfg.k8s.backend
-    fixed = {"frontend.http": HTTP_PORT, "worker-0.system": SYSTEM_PORT}
-    fixed["worker-0.kv_events"] = KV_EVENTS_PORT
+    spec = model_specs(pod)[0]  # a worker pod's (its config has one model)
+    first = f"{spec.prefix}-0"
+    fixed = {"frontend.http": HTTP_PORT, f"{first}.system": SYSTEM_PORT}
+    fixed[f"{first}.kv_events"] = KV_EVENTS_PORT
     slots = port_slots(
         pod, embedded_etcd=False, embedded_nats=False, role=role, dynamo_version=version,
         backend=backend,
@@ -319,7 +409,7 @@ def _pod_plan(cfg: Config, version: str, role: str) -> Plan:
     host = Host(
         dynamo_version=version,
         python="python3",
-        gpus=tuple(str(i) for i in range(cfg.workers.tp)) if backend == "sglang" else (),
+        gpus=tuple(str(i) for i in range(spec.tp)) if backend == "sglang" else (),
         gpu_source="the pod's GPUs" if backend == "sglang" else backend,
         ports={slot.name: fixed.get(slot.name, 0) for slot in slots},
         state_dir="/tmp/dynlaunch",
@@ -366,8 +456,14 @@ def _frontend(
 
 
 def _worker(
-    cfg: Config, row: Release, command: list[str], args: list[str], env: Mapping[str, str]
+    cfg: Config,
+    row: Release,
+    spec: ModelSpec,
+    command: list[str],
+    args: list[str],
+    env: Mapping[str, str],
 ) -> Service:
+    """The worker service of model ``spec`` (the only one without a `models:` list)."""
     k8s = cfg.k8s
     wk = k8s.worker
     budget = wk.startup_probe_budget_s
@@ -378,11 +474,11 @@ def _worker(
         # The address the worker advertises (and fencing matches): the pod's own.
         system["DYN_TCP_RPC_HOST"] = "$(POD_IP)"
     ready = ["python3", "-c", WORKER_READY_PY, f"http://127.0.0.1:{SYSTEM_PORT}"]
-    resources, tolerations, node_selector, secret = _worker_placement(cfg)
+    resources, tolerations, node_selector, secret = _worker_placement(cfg, spec.tp)
     return Service(
-        name=WORKERS[k8s.backend],
+        name=worker_service(k8s.backend, spec, cfg.models is not None),
         component_type="worker",
-        replicas=wk.replicas or cfg.workers.count,
+        replicas=wk.replicas or spec.count,
         command=command,
         args=args,
         env={**own, **system, **env},
@@ -401,14 +497,14 @@ def _worker(
 
 
 def _worker_placement(
-    cfg: Config,
+    cfg: Config, tp: int
 ) -> tuple[dict[str, str], list[dict[str, Any]], dict[str, str], str | None]:
     """Resources, tolerations, node selector and secret of the worker pods. The mocker runs on
     CPUs: no GPU, no GPU toleration, the frontend's nodes and no HF token unless configured."""
     k8s, wk = cfg.k8s, cfg.k8s.worker
     tolerations = [_toleration(t) for t in wk.tolerations]
     if k8s.backend == "sglang":
-        resources = {"cpu": wk.cpu, "memory": wk.memory, "gpu": str(cfg.workers.tp)}
+        resources = {"cpu": wk.cpu, "memory": wk.memory, "gpu": str(tp)}
         return resources, tolerations, dict(wk.node_selector), k8s.hf_secret
     given = wk.model_fields_set
     resources = {key: getattr(wk, key) if key in given else MOCKER_WORKER[key]

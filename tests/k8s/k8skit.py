@@ -16,8 +16,10 @@ CONFIGS = REPO / "configs"
 SGLANG = CONFIGS / "sglang.yaml"
 SGLANG_P5 = CONFIGS / "sglang-p5.yaml"
 MOCKER = CONFIGS / "mocker.yaml"
+TWO_MODELS = CONFIGS / "two-models.yaml"
 GOLDEN = Path(__file__).resolve().parent / "golden"
 REF_MODEL = "deepseek-ai/DeepSeek-R1-Distill-Llama-8B"
+HF_MODEL = "Qwen/Qwen3-0.6B"  # plain mocker pods need a model they can fetch
 
 QUANTITY_RE = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][+-]?\d+)?$")
 ENV_NAME_RE = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
@@ -53,6 +55,23 @@ def load(
     return load_config(
         cfg.k8s.backend, path=where, environ=environ or {}, flags=flags or {}, flag_names={}
     )
+
+
+def hf_flags(path: Path) -> dict[str, Any]:
+    """Flags that give every model of the config at ``path`` a Hugging Face id (`model.path`, or
+    each `models:` entry's path: a config with models: takes no model: section)."""
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if data.get("models") is None:
+        return {"model": {"path": HF_MODEL}}
+    return {"models": [entry | {"path": HF_MODEL} for entry in data["models"]]}
+
+
+def worker_services(dgd: dict[str, Any]) -> list[str]:
+    """The names of the DGD's worker services, in order."""
+    if dgd["apiVersion"].endswith("v1alpha1"):
+        items = dgd["spec"]["services"].items()
+        return [name for name, svc in items if svc["componentType"] == "worker"]
+    return [c["name"] for c in dgd["spec"]["components"] if c["type"] == "worker"]
 
 
 def as_kubectl_reads(cfg: Config, *, plain: bool = False) -> list[dict[str, Any]]:

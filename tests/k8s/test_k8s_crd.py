@@ -21,11 +21,10 @@ from launcher.k8s import render as k8s
 from launcher.k8s.releases import ROWS, release
 
 from .crdcheck import CRDS, CRDS_FOR_ROW, MAIN, V05, V13, V14, crd_errors, errors_against
-from .k8skit import CONFIGS, GOLDEN, SGLANG, dgd_of, load
+from .k8skit import CONFIGS, GOLDEN, SGLANG, dgd_of, hf_flags, load
 from .test_k8s_render import GOLDEN_CASES
 
 REFERENCE_CRDS = Path(__file__).resolve().parents[3] / "shared" / "reference" / "k8s-crds"
-HF_MODEL = "Qwen/Qwen3-0.6B"  # plain mocker pods need a model they can fetch
 # One version per operator row, and the image tags that make >= 1.4 need runtimeVersionOverride.
 ROW_VERSIONS = {"0.4.0": "0.4.0", "0.4.1": "0.4.1", "0.5.x": "0.5.0", "1.0-1.2": "1.2.0",
                 "1.3": "1.3.0", ">=1.4": "1.4.2"}  # fmt: skip
@@ -78,7 +77,7 @@ def test_every_variant_passes_its_crds(
             with pytest.raises(ConfigError, match=re.escape("needs Dynamo 1.0 or later")):
                 k8s.render(cfg, plain=True, environ={})
             return
-        cfg = _load_any(path, flags | {"model": {"path": HF_MODEL}})
+        cfg = _load_any(path, flags | hf_flags(path))
     assert release(cfg.k8s.target_version()).row == row
     dgd = _render(cfg, plain)
     assert crd_errors(dgd, row) == []

@@ -5,20 +5,26 @@ workers register in must match, or no model ever appears.
 - 0.5: DYN_NAMESPACE = the service's dynamoNamespace, ETCD_ENDPOINTS and NATS_SERVER injected;
   the operator's values override the user's `envs`.
 - 1.x: DYN_NAMESPACE = "<k8s namespace>-<dgd name>" on every pod, DYN_NAMESPACE_PREFIX on the
-  frontend, DYN_NAMESPACE_WORKER_SUFFIX on workers, DYN_DISCOVERY_BACKEND from the platform
-  (etcd/NATS only where it has them); `MergeEnvs(operator, user)`: the user's values win.
+  frontend, DYN_NAMESPACE_WORKER_SUFFIX on workers (one hash of all worker services' specs:
+  `ComputeWorkerSpecHash`), DYN_DISCOVERY_BACKEND from the platform (etcd/NATS only where it has
+  them); `MergeEnvs(operator, user)`: the user's values win.
 
 Dynamo then decides (its code): a frontend with DYN_NAMESPACE_PREFIX watches that prefix, else
 its --namespace (or DYN_NAMESPACE) exactly; a worker registers in its --endpoint's namespace, else
-DYN_NAMESPACE plus `-suffix`. Plain pods run the rendered argv; role pods run what the real
-`dynlaunch plan BACKEND --role ROLE` (a subprocess, with the merged env and the shipped config)
-prints, each child inheriting the pod's env under the plan's."""
+DYN_NAMESPACE plus `-suffix`. Plain pods run the rendered argv (a `sh -c` wrapper runs for real,
+with a stand-in python3 that prints the argv it gets); role pods run what the real `dynlaunch plan`
+with the pod's args (`up` -> `plan`, with the merged env and the shipped config) prints, each
+child inheriting the pod's env under the plan's. With a `models:` list every model's worker
+service must land where the frontend watches, each on its own endpoint, serving its own model."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -27,16 +33,30 @@ import yaml
 
 from launcher.config import Config, load_config
 from launcher.k8s import render as k8s
+from launcher.k8s import worker_ready
 from launcher.k8s.releases import Release, release
+from launcher.models import model_specs
+from testkit.net import free_port
 
-from .k8skit import CONFIGS, SGLANG, by_kind, dgd_of, env_of, pods
+from .k8skit import (
+    CONFIGS,
+    SGLANG,
+    TWO_MODELS,
+    by_kind,
+    dgd_of,
+    env_of,
+    hf_flags,
+    pods,
+    resources_of,
+    worker_services,
+)
 from .test_k8s_cli import run_cli
 
 PLATFORMS = {
     "etcd": {"ETCD_ENDPOINTS": "http://etcd.ops:2379", "NATS_SERVER": "nats://nats.ops:4222"},
     "kubernetes": {},
 }
-HF_MODEL = "Qwen/Qwen3-0.6B"
+STAND_IN = "import json, sys; print(json.dumps(sys.argv[1:]))"  # python3 of a wrapped plain pod
 
 
 def operator_env(
@@ -51,12 +71,19 @@ def operator_env(
         if kind == "frontend":
             base["DYN_NAMESPACE_PREFIX"] = namespace
         else:
-            base["DYN_NAMESPACE_WORKER_SUFFIX"] = hashlib.sha256(service.encode()).hexdigest()[:8]
+            base["DYN_NAMESPACE_WORKER_SUFFIX"] = worker_hash(dgd)
     else:
         base["DYN_NAMESPACE"] = dgd["spec"]["services"][service]["dynamoNamespace"]
     if kind == "worker":
         base["DYN_SYSTEM_USE_ENDPOINT_HEALTH_STATUS"] = '["generate"]'
     return base
+
+
+def worker_hash(dgd: dict[str, Any]) -> str:
+    """`ComputeWorkerSpecHash`: one hash of every worker service's spec, so every worker service
+    of a deployment gets the same suffix (and so the same namespace)."""
+    specs = {name: pods(dgd)[name] for name in worker_services(dgd)}
+    return hashlib.sha256(json.dumps(specs, sort_keys=True).encode()).hexdigest()[:8]
 
 
 def merged_env(row: Release, dgd: dict[str, Any], service: str, platform: str) -> dict[str, str]:
@@ -78,12 +105,42 @@ def frontend_watches(argv: list[str], env: dict[str, str]) -> tuple[str, str]:
 
 
 def worker_registers(argv: list[str], env: dict[str, str]) -> str:
-    endpoint = _flag(argv, "--endpoint")
-    if endpoint:
-        return endpoint.removeprefix("dyn://").split(".")[0]
+    return worker_endpoint(argv, env)[0]
+
+
+def worker_endpoint(argv: list[str], env: dict[str, str]) -> tuple[str, str]:
+    """(namespace, component) of the worker's generate endpoint; the last --endpoint wins."""
+    given = [argv[i + 1] for i, arg in enumerate(argv[:-1]) if arg == "--endpoint"]
+    if given:
+        namespace, component, _ = given[-1].removeprefix("dyn://").split(".")
+        return namespace, component
     namespace = env.get("DYN_NAMESPACE") or "dynamo"
     suffix = env.get("DYN_NAMESPACE_WORKER_SUFFIX")
-    return f"{namespace}-{suffix}" if suffix else namespace
+    return (f"{namespace}-{suffix}" if suffix else namespace), "backend"
+
+
+def served_name(argv: list[str]) -> str | None:
+    return _flag(argv, "--served-model-name") or _flag(argv, "--model-name")
+
+
+def plain_argv(main: dict[str, Any], env: dict[str, str], tmp: Path) -> list[str]:
+    """The Dynamo argv (after python3) a plain pod runs; a shell wrapper is run for real."""
+    command, args = main["command"], main["args"]
+    if command == ["python3"]:
+        return list(args)
+    assert command[0] == "sh", command
+    assert args[0] == "python3", args
+    bin_dir = tmp / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    stand_in = bin_dir / "python3"
+    stand_in.write_text(f"#!{sys.executable}\n{STAND_IN}\n", encoding="utf-8")
+    stand_in.chmod(0o755)
+    path = f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}"
+    run = subprocess.run(
+        [*command, *args], env=env | {"PATH": path}, capture_output=True, text=True, timeout=30
+    )
+    assert run.returncode == 0, run.stderr
+    return list(json.loads(run.stdout))
 
 
 def finds(watch: tuple[str, str], registered: str) -> bool:
@@ -92,16 +149,26 @@ def finds(watch: tuple[str, str], registered: str) -> bool:
 
 
 def _role_process(
-    role: str, cfg: Config, shipped: Path, pod_env: dict[str, str], version: str, home: Path
+    dgd: dict[str, Any],
+    service: str,
+    shipped: Path,
+    pod_env: dict[str, str],
+    version: str,
+    home: Path,
 ) -> tuple[list[str], dict[str, str]]:
-    """The argv and env of the pod's Dynamo process, as the real `dynlaunch plan` decides."""
-    gpus = ",".join(map(str, range(cfg.workers.tp)))  # the pod's GPUs
+    """The argv and env of the pod's Dynamo process, as the real `dynlaunch plan` decides from
+    the pod's own args."""
+    limits = resources_of(dgd, service)["limits"]
+    gpus = ",".join(map(str, range(int(limits.get("gpu") or limits.get("nvidia.com/gpu") or 0))))
     environ = pod_env | {"DYNLAUNCH_DYNAMO__VERSION": version, "CUDA_VISIBLE_DEVICES": gpus}
-    backend = cfg.k8s.backend
-    if role == "worker":
+    args = list(pods(dgd)[service][1]["args"])
+    assert args[:2] == ["up", cfg_backend(args)], args
+    if args[args.index("--role") + 1] == "worker":
         environ.setdefault("DYN_SYSTEM_PORT", "9090")
-    args = ["plan", backend, "--role", role, "--config", str(shipped), "--json"]
-    result = run_cli(args, home, environ)
+    else:  # the pod's port 8000 may be taken on this host; the namespace does not depend on it
+        args += ["--http-port", str(free_port())]
+    args[args.index("--config") + 1] = str(shipped)
+    result = run_cli(["plan", *args[1:], "--json"], home, environ)
     assert result.returncode == 0, result.stderr
     (proc,) = json.loads(result.stdout)["processes"]
     return list(proc["argv"]), pod_env | proc["env"]
@@ -112,6 +179,14 @@ def _load(path: Path, flags: dict[str, Any]) -> Config:
     if cfg.k8s.backend == "sglang":
         return cfg
     return load_config(cfg.k8s.backend, path=str(path), environ={}, flags=flags, flag_names={})
+
+
+def cfg_backend(args: list[str]) -> str:
+    return args[1] if args[1] in k8s.WORKERS else "?"
+
+
+def _mocker(path: Path) -> bool:
+    return _load(path, {}).k8s.backend == "mocker"
 
 
 CASES = [
@@ -125,7 +200,7 @@ CASES = [
         ("1.4.2", "v1beta1", "kubernetes"),
     )
     for plain in (False, True)
-    if not (plain and path.stem == "mocker" and version.startswith("0."))
+    if not (plain and _mocker(path) and version.startswith("0."))
 ]  # fmt: skip
 
 
@@ -134,36 +209,68 @@ def test_frontend_finds_the_workers_after_the_merge(
     path: Path, version: str, api: str, platform: str, plain: bool, tmp_path: Path
 ) -> None:
     flags: dict[str, Any] = {"k8s": {"dynamo_version": version, "api_version": api}}
-    if plain and path.stem == "mocker":
-        flags["model"] = {"path": HF_MODEL}
-    cfg = _load(path, flags)
+    if plain and _mocker(path):
+        flags |= hf_flags(path)
+    _frontend_finds_every_model(_load(path, flags), version, platform, plain, tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("version", "api", "platform", "plain"),
+    [pytest.param(*case, id=f"{case[0]}-{case[1]}-{case[2]}-{'plain' if case[3] else 'role'}")
+     for case in (("0.5.0", "v1alpha1", "etcd", True), ("0.5.0", "v1alpha1", "etcd", False),
+                  ("1.2.0", "v1alpha1", "kubernetes", True), ("1.4.2", "v1alpha1", "etcd", True),
+                  ("1.4.2", "v1beta1", "kubernetes", True), ("1.4.2", "v1beta1", "etcd", False))],
+)  # fmt: skip
+def test_sglang_models_each_find_the_frontend(
+    version: str, api: str, platform: str, plain: bool, tmp_path: Path
+) -> None:
+    """configs/two-models.yaml as an SGLang deployment (k8s.backend sglang)."""
+    k8s_flags = {"dynamo_version": version, "api_version": api, "backend": "sglang"}
+    cfg = _load(TWO_MODELS, {"k8s": k8s_flags})
+    assert cfg.k8s.backend == "sglang"
+    _frontend_finds_every_model(cfg, version, platform, plain, tmp_path)
+
+
+def _frontend_finds_every_model(
+    cfg: Config, version: str, platform: str, plain: bool, tmp_path: Path
+) -> None:
     row = release(version)
     docs = list(yaml.safe_load_all(k8s.dump_yaml(k8s.render(cfg, plain=plain, environ={}))))
     dgd = dgd_of(docs)
-    worker = k8s.WORKERS[cfg.k8s.backend]
-    env = {s: merged_env(row, dgd, s, platform) for s in (k8s.FRONTEND, worker)}
+    workers = worker_services(dgd)
+    assert len(workers) == len(model_specs(cfg))  # one worker service per model
+    env = {s: merged_env(row, dgd, s, platform) for s in (k8s.FRONTEND, *workers)}
     if row.computed_namespace:  # the operator's values reach the pods untouched
         for name in k8s.OPERATOR_ENV:
             for service in env:
                 assert name not in {v["name"] for v in env_of(dgd, service)}, (service, name)
+    placed: dict[str, tuple[list[str], dict[str, str]]] = {}
     if plain:
-        front = pods(dgd)[k8s.FRONTEND][1]["args"]
-        work = pods(dgd)[worker][1]["args"]
-        front_env, work_env = env[k8s.FRONTEND], env[worker]
+        front, front_env = pods(dgd)[k8s.FRONTEND][1]["args"], env[k8s.FRONTEND]
+        for w in workers:
+            placed[w] = plain_argv(pods(dgd)[w][1], env[w], tmp_path), env[w]
     else:
         (cm,) = by_kind(docs, "ConfigMap")
         shipped = tmp_path / "config.yaml"
         shipped.write_text(cm["data"]["config.yaml"], encoding="utf-8")
         front, front_env = _role_process(
-            "frontend", cfg, shipped, env[k8s.FRONTEND], version, tmp_path
+            dgd, k8s.FRONTEND, shipped, env[k8s.FRONTEND], version, tmp_path
         )
-        work, work_env = _role_process("worker", cfg, shipped, env[worker], version, tmp_path)
-        if platform == "kubernetes":
-            assert "ETCD_ENDPOINTS" not in work_env  # the pod has none and needs none
-            assert work_env["DYN_DISCOVERY_BACKEND"] == "kubernetes"  # the operator's stands
-    watch, registered = frontend_watches(front, front_env), worker_registers(work, work_env)
-    assert finds(watch, registered), (watch, registered)
-    assert work_env.get("DYN_SYSTEM_STARTING_HEALTH_STATUS") != "ready"
+        for w in workers:
+            placed[w] = _role_process(dgd, w, shipped, env[w], version, tmp_path)
+            if platform == "kubernetes":
+                assert "ETCD_ENDPOINTS" not in placed[w][1]  # the pod has none and needs none
+                assert placed[w][1]["DYN_DISCOVERY_BACKEND"] == "kubernetes"  # the operator's
+    watch = frontend_watches(front, front_env)
+    endpoints = {w: worker_endpoint(argv, work_env) for w, (argv, work_env) in placed.items()}
+    for w, (namespace, _) in endpoints.items():
+        assert finds(watch, namespace), (w, watch, namespace)
+        # where the pod's readinessProbe (worker_ready.py, the pod's env) looks for it
+        assert namespace == worker_ready.registration_namespace(env[w]), (w, namespace)
+        assert placed[w][1].get("DYN_SYSTEM_STARTING_HEALTH_STATUS") != "ready"
+    assert len(set(endpoints.values())) == len(workers), endpoints  # one model per endpoint
+    served = sorted(str(served_name(argv)) for argv, _ in placed.values())
+    assert served == sorted(s.served for s in model_specs(cfg))  # each model's own workers
 
 
 def test_a_manifest_that_sets_dyn_namespace_on_1x_is_caught() -> None:

@@ -27,10 +27,12 @@ from .k8skit import (
     SGLANG,
     SGLANG_P5,
     TOLERATION_FIELDS,
+    TWO_MODELS,
     as_kubectl_reads,
     by_kind,
     dgd_of,
     env_of,
+    hf_flags,
     label_key_ok,
     load,
     pods,
@@ -48,6 +50,10 @@ GOLDEN_CASES = [
     ("mocker-v1beta1.yaml", MOCKER, False, {"k8s": {"api_version": "v1beta1"}}),
     ("mocker-plain-1.4.yaml", MOCKER, True,
      {"k8s": {"dynamo_version": "1.4.2"}, "model": {"path": "Qwen/Qwen3-0.6B"}}),
+    ("two-models.yaml", TWO_MODELS, False, {}),
+    ("two-models-plain-1.4.yaml", TWO_MODELS, True,
+     {"k8s": {"dynamo_version": "1.4.2"}, **hf_flags(TWO_MODELS)}),
+    ("two-models-sglang-plain.yaml", TWO_MODELS, True, {"k8s": {"backend": "sglang"}}),
 ]  # fmt: skip
 VARIANTS = [
     pytest.param(path, plain, flags, id=f"{path.stem}-{'plain' if plain else 'role'}-{tag}")
