@@ -71,6 +71,9 @@ def test_embedded_etcd_and_nats_refuse_clients_without_the_generated_login(
     assert b"Authorization Violation" in nats_login(nats_port, user="dynlaunch", **{"pass": "x"})
     good = {"user": login["nats"]["username"], "pass": login["nats"]["password"]}
     assert nats_login(nats_port, **good) == b"PONG"
+    # `status` reads the registrations with the run's login (None: it could not).
+    counts = launcher.status()["registrations"]
+    assert counts["instances"], counts
     assert launcher.stop() == 0, launcher.dump()
 
 

@@ -199,7 +199,8 @@ def _clear(home: Path, env: dict[str, str], *args: str) -> subprocess.CompletedP
 
 
 def _leases(gateway: Gateway, ns: str) -> set[int]:
-    return {kv[2] for kv in gateway.dump(f"v1/instances/{ns}/")}
+    """The leases of the namespace's workers (their `generate` instances)."""
+    return {kv[2] for kv in gateway.dump(f"v1/instances/{ns}/backend/generate/")}
 
 
 def test_up_serves_fences_and_clears_with_secured_external_infra(
