@@ -44,7 +44,9 @@ def test_a_group_or_world_writable_state_dir_is_refused(
     assert f"chmod 700 {state}" in line
 
 
-def test_a_readable_state_dir_of_ones_own_is_accepted(tmp_path: Path, cache: dict[str, str]) -> None:
+def test_a_readable_state_dir_of_ones_own_is_accepted(
+    tmp_path: Path, cache: dict[str, str]
+) -> None:
     state = tmp_path / "mine"
     state.mkdir(mode=0o755)  # readable by others, not writable: accepted, then tightened
     state.chmod(0o755)
