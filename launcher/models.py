@@ -75,7 +75,7 @@ def model_specs(cfg: Config) -> tuple[ModelSpec, ...]:
 def _entry(cfg: Config, i: int, e: ModelEntry) -> ModelSpec:
     wk = cfg.workers
     path = e.path or cfg.model.path
-    served = e.served_name or e.path or cfg.served_model_name
+    served = e.served_name or e.path or e.name or cfg.served_model_name
     name = e.name or default_name(served)
     return ModelSpec(
         served=served, path=path, component=name, prefix=name,
