@@ -54,8 +54,8 @@ def check(
     if plan.router_mode == "kv" and not compat.kv_router_migrates:
         warnings.append(
             f"router_mode kv on Dynamo {plan.dynamo_version}: a request in flight on a worker "
-            "that dies fails instead of migrating (its KV router re-books the same request id; "
-            "ai-dynamo/dynamo#11647); round-robin loses prefix-cache hits but no request"
+            "that dies fails instead of migrating (measured; README, Routing); round-robin "
+            "loses prefix-cache hits but no request"
         )
     return warnings
 

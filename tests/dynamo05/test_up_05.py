@@ -110,11 +110,12 @@ def test_two_workers_serve_status_counts_then_sigterm_leaves_nothing(
         kv for kv in gateway.dump("models/") if json.loads(kv[1])["endpoint"]["namespace"] == ns
     ]
     assert len({kv[2] for kv in instances}) == len(mine) == 2
+    routers = gateway.dump(f"kv_routers/{ns}/")  # a KV-routing frontend registers one
     assert report["registrations"] == {
         "instances": len(instances),
         "models": len(mine),
         "model_cards": 1,
-        "routers": 0,
+        "routers": len(routers),
     }
 
     run_id = str(info["run_id"])
