@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 .venv/bin/python -m pytest "$@"
 # The Dynamo 0.5 leg (made by `bash scripts/setup.sh --dynamo 0.5.0`): tests/dynamo05 against the
 # real 0.5.0 runtime, in a private network namespace (testkit/netns.py; needs root).
-# Dynamo 0.5.0's frontend now and then never lists a model its workers registered (2 of 8 CI runs;
-# cause not found, issue 14): one failed leg is run once more, and says so.
+# Dynamo 0.5.0's frontend now and then never listed a model its workers registered (2 of 8 CI runs,
+# before 0644edb made 0.5 workers start first and the frontend once all registered; not seen since,
+# too few runs to call it gone): one failed leg is run once more, and says so.
 leg05() {
   DYNLAUNCH_DYNAMO05_VENV=.venv-dynamo-0.5.0 .venv/bin/python -m testkit.netns -- \
     .venv/bin/python -m pytest tests/dynamo05
