@@ -71,7 +71,8 @@ def test_endpoint_taken_by_another_model_is_named(infra: dict[str, str], tmp_pat
     )  # fmt: skip
     try:
         gateway = Gateway(infra["ETCD_ENDPOINTS"])
-        poll_for(lambda: gateway.dump(f"v1/mdc/{ns}/backend/generate/"), 60, "alpha's card")
+        card = f"v1/mdc/{ns}/backend/generate/"
+        poll_for(lambda: bool(gateway.dump(card)), 60, "alpha's card")
         state = str(tmp_path / "state")
         argv = [sys.executable, "-m", "launcher", "up", "mocker", "--namespace", ns,
                 "--http-port", str(free_port()), "--state-dir", state]  # fmt: skip
