@@ -218,6 +218,9 @@ class RestartConfig(_Section):
     # A worker that crash-loops: left stopped while another worker of its model serves
     # (keep-serving), or the whole stack stops (stop-all).
     crash_loop: Literal["keep-serving", "stop-all"] = "keep-serving"
+    # `dynlaunch restart`: how long a replaced worker may finish its in-flight requests after
+    # SIGTERM before it is SIGKILLed
+    drain_s: float = Field(30.0, ge=0)
 
 
 class LivenessConfig(_Section):

@@ -84,6 +84,7 @@ def status(info: Mapping[str, Any]) -> dict[str, Any]:
             "discovery": info.get("discovery"),  # None: recorded by a dynlaunch before it
         },
         "children": children,
+        "operation": data.get("operation"),  # `dynlaunch restart` in flight, or None
         "frontend": frontend,
         "registrations": registrations(
             str(info.get("etcd") or ""), str(info["namespace"]), str(info.get("layout") or "v1")

@@ -166,3 +166,36 @@ def tag(pid: int, run_id: str) -> None:
 
 def release(pid: int) -> None:
     (reservation_dir() / f"{pid}.json").unlink(missing_ok=True)
+
+
+def allocate_more(slots: Sequence[PortSlot], *, seed: str, reserve_for: int) -> dict[str, int]:
+    """Free ports for ``slots`` (none fixed) while ``reserve_for`` runs: a replacement child
+    started beside the process it replaces. Added to that launcher's reservation, so that other
+    launchers skip them; its own ports are skipped too."""
+    directory = reservation_dir()
+    with _locked(directory):
+        taken = _reserved_by_others(directory, reserve_for)
+        mine: list[int] = []
+        run_id = ""
+        with contextlib.suppress(OSError, ValueError, AttributeError, TypeError):
+            held = json.loads((directory / f"{reserve_for}.json").read_text())
+            mine = [int(p) for p in held.get("ports", [])]
+            run_id = str(held.get("run_id", ""))
+        taken |= set(mine)
+        low, high = AUTO_RANGE
+        candidate = low + zlib.crc32(seed.encode()) % (high - low)
+        ports: dict[str, int] = {}
+        for slot in slots:
+            for _ in range(high - low):
+                candidate = candidate + 1 if candidate < min(high, slot.maximum) else low
+                if (
+                    candidate not in taken
+                    and candidate not in ports.values()
+                    and is_free(candidate)
+                ):
+                    ports[slot.name] = candidate
+                    break
+            else:
+                raise ConfigError(f"no free port left in {low}-{high} for {slot.name}")
+        _record(directory, reserve_for, sorted({*mine, *ports.values()}), run_id)
+    return ports

@@ -19,21 +19,27 @@ import contextlib
 import json
 import logging
 import os
+import queue
 import random
 import select
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from types import FrameType
+from typing import Any, TypeVar
 
-from launcher import probes
+from launcher import operations, probes
 from launcher.config import Config
-from launcher.errors import StartupError
-from launcher.plan import Plan, start_tiers
-from launcher.supervision import lifecycle, liveness, output
+from launcher.errors import EXIT_FAILED, ConfigError, StartupError
+from launcher.plan import Plan, ProcessSpec, start_tiers
+from launcher.supervision import control_socket, lifecycle, liveness, output
 from launcher.supervision.lifecycle import Policy, RestartRules, State
 from launcher.supervision.supervisor import Child, Supervisor, become_subreaper, describe_status
 
@@ -43,6 +49,7 @@ IDLE_S = 1.0  # the serve loop's longest sleep; a signal or a due restart wakes 
 PHASE_REPORT_S = 5.0
 FATAL_REPORT_S = 60.0  # how often a worker left stopped after a crash loop is reported
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+T = TypeVar("T")
 
 
 def _nothing() -> None:
@@ -62,6 +69,10 @@ class Hooks:
     # why a child that ended during start-up may have (what was checked), or None
     explain_exit: Callable[[Child], str | None] = lambda _child: None
     dynamo_stopped: Callable[[], None] = _nothing  # workers and frontend are down, infra is up
+    registered: Callable[[Child], bool] = lambda _child: True  # a replacement worker is in etcd
+    on_operation: Callable[[str | None], None] = lambda _text: None  # e.g. the status file
+    # free ports for a replacement's slots (ports.allocate_more), by slot name
+    allocate: Callable[[Any, str], dict[str, int]] = lambda _slots, _seed: {}
 
 
 def _ignore(_signum: int, _frame: FrameType | None) -> None:
@@ -94,16 +105,26 @@ class Stack:
         supervisor: Supervisor,
         cfg: Config,
         hooks: Hooks | None = None,
+        control_path: Path | None = None,
     ) -> None:
         self.plan = plan
         self.sup = supervisor
         self.cfg = cfg
         self.hooks = hooks or Hooks()
         self.signals: list[int] = []
-        width = max(len(p.name) for p in plan.processes)
-        self.children = [supervisor.add(spec, width) for spec in plan.processes]
+        self._width = max(len(p.name) for p in plan.processes)
+        self.children = [supervisor.add(spec, self._width) for spec in plan.processes]
         self.restart_times: dict[str, list[float]] = {c.name: [] for c in self.children}
         self._fatal_reported = 0.0
+        # Operations (`dynlaunch restart`): requests from the control socket's thread, and the
+        # calls an operation's thread asks the loop to make (every spawn and signal is the loop's).
+        self.control_path = control_path
+        self._requests: queue.Queue[control_socket.Request] = queue.Queue()
+        self._calls: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+        self._operation: threading.Thread | None = None
+        self._trial: set[str] = set()  # replacements not yet ready: not restarted when they end
+        self._watcher: liveness.Watcher | None = None
+        self.stopping = threading.Event()
 
     # -- signals: the handler only records; the loops act -------------------------------------
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
@@ -149,6 +170,10 @@ class Stack:
             except RunEndedError as ended:
                 code = ended.code
         finally:
+            self.stopping.set()  # an operation in flight ends where it is
+            operation = self._operation
+            if operation is not None:
+                operation.join(5.0)
             killed = self._shutdown()
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
@@ -287,9 +312,16 @@ class Stack:
         watcher = liveness.Watcher(self.children, self.cfg.liveness, self._wake)
         if self.cfg.liveness.enabled:
             watcher.start()
+            self._watcher = watcher
+        server = None
+        if self.control_path is not None:
+            server = control_socket.Server(self.control_path, self._on_request)
+            server.start()
         try:
             self._serve_loop()
         finally:
+            if server is not None:
+                server.stop()
             watcher.stop()
 
     def _serve_loop(self) -> None:
@@ -297,10 +329,14 @@ class Stack:
         while True:
             self._check_signals()
             now = time.monotonic()
+            self._run_calls()
+            self._take_requests()
             exited = self.sup.reap()
             for child in exited:
                 # Its group may outlive it (SGLang's scheduler and detokenizer hold GPU memory).
                 self.sup.signal_group(child, signal.SIGKILL)
+                if self._ended_by_operation(child):
+                    continue
                 if child.state is not State.HUNG:  # a hung one was fenced when found hung
                     self.hooks.on_exit(child)
                 self._after_exit(child, now)
@@ -399,6 +435,167 @@ class Stack:
         log.warning("%s; not restarted (restart policy)", what)
         if child.spec.role != "worker":
             raise RunEndedError(lifecycle.exit_code(child.status))
+
+    # -- operations: the control socket's requests, run by an operation's thread -----------------
+    def _on_request(self, request: control_socket.Request) -> None:
+        """The control socket's thread: hand the request to the loop."""
+        self._requests.put(request)
+        self._wake()
+
+    def _take_requests(self) -> None:
+        while True:
+            try:
+                request = self._requests.get_nowait()
+            except queue.Empty:
+                return
+            self._begin(request)
+
+    def _begin(self, request: control_socket.Request) -> None:
+        from launcher.supervision import rolling
+
+        if self._operation is not None:
+            request.reply(False, f"busy: {self._operation_text or 'an operation'}; try again "
+                          "when it has ended", EXIT_FAILED)  # fmt: skip
+            return
+        try:
+            steps = self._plan_operation(request.payload)
+        except ConfigError as err:
+            request.reply(False, str(err), err.exit_code)
+            return
+        runner = rolling.Runner(self, request, steps, rolling.describe(steps), self.hooks.allocate)
+        self._operation = threading.Thread(target=runner.run, name="operation", daemon=True)
+        self._operation.start()
+
+    def _plan_operation(self, payload: dict[str, Any]) -> list[operations.Step]:
+        op = payload.get("op")
+        if op != "restart":
+            raise ConfigError(f"unknown operation {op!r}; this dynlaunch knows: restart")
+        if payload.get("rolling", True) is not True:
+            raise ConfigError("restart --no-rolling is not supported yet; use --rolling")
+        running = [operations.Running(c.name, c.spec.role, c.spec.gpus) for c in self.children
+                   if c.alive and c.state is State.RUNNING]  # fmt: skip
+        return operations.restart_steps(str(payload.get("role") or "worker"), running,
+                                        self.plan.backend)  # fmt: skip
+
+    def in_loop(self, fn: Callable[[], T]) -> T:
+        """From an operation's thread: run ``fn`` on the serve loop and return what it returns.
+        Raises rolling.AbortedError once the launcher is stopping."""
+        from launcher.supervision.rolling import AbortedError
+
+        future: Future[T] = Future()
+        self._calls.put((fn, future))
+        self._wake()
+        while True:
+            try:
+                return future.result(timeout=0.2)
+            except FutureTimeout:
+                if self.stopping.is_set() and future.cancel():
+                    raise AbortedError from None
+
+    def _run_calls(self) -> None:
+        while True:
+            try:
+                fn, future = self._calls.get_nowait()
+            except queue.Empty:
+                return
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except Exception as err:  # noqa: BLE001 (the operation's thread reports it)
+                future.set_exception(err)
+
+    _operation_text: str | None = None
+
+    def set_operation(self, text: str | None) -> None:
+        self._operation_text = text
+        self.hooks.on_operation(text)
+
+    def operation_ended(self) -> None:
+        """The operation's thread, at its end."""
+        from launcher.supervision.rolling import AbortedError
+
+        with contextlib.suppress(AbortedError):
+            self.in_loop(partial(self.set_operation, None))
+        self._operation = None
+
+    def child_named(self, name: str) -> Child | None:
+        return next((c for c in self.children if c.name == name), None)
+
+    def start_replacement(self, spec: ProcessSpec) -> Child:
+        child = self.sup.add(spec, self._width)
+        self.children.append(child)
+        self.restart_times[child.name] = []
+        self._trial.add(child.name)
+        self.sup.spawn(child, time.monotonic())
+        if self._watcher is not None:
+            self._watcher.watch(child)
+        self.hooks.on_change(self.children)
+        return child
+
+    def promote(self, child: Child) -> None:
+        """A replacement is ready: from now on it is supervised as any child."""
+        self._trial.discard(child.name)
+        child.to(State.RUNNING, "the replacement is ready")
+        self.hooks.on_change(self.children)
+
+    def retire(self, child: Child) -> None:
+        """SIGTERM (and SIGCONT) a replaced child's group; its exit is not restarted."""
+        child.to(State.STOPPING, "replaced")
+        self.sup.signal_group(child, signal.SIGTERM)
+        self.sup.signal_group(child, signal.SIGCONT)
+        self.hooks.on_change(self.children)
+
+    def kill_group(self, child: Child) -> None:
+        self.sup.signal_group(child, signal.SIGKILL)
+
+    def discard(self, child: Child) -> None:
+        """A replacement that failed: SIGKILL it (if it still runs) and forget it."""
+        self._trial.discard(child.name)
+        if child.alive:
+            child.to(State.STOPPING, "rolled back")
+            self.sup.signal_group(child, signal.SIGKILL)
+        else:
+            self._drop(child)
+        self.hooks.on_change(self.children)
+
+    def adopt(self, child: Child) -> None:
+        """A replacement that failed where nothing else serves its slot: its restart policy
+        takes it over (restarted at once if it ended; supervised as running if it runs)."""
+        self._trial.discard(child.name)
+        if child.state is State.EXITED:
+            child.to(State.BACKOFF, "a failed replacement, restarted by its policy")
+            child.next_start = time.monotonic()
+        elif child.state is State.STARTING:
+            child.to(State.RUNNING, "a replacement not ready in time, supervised as running")
+        self.hooks.on_change(self.children)
+
+    def _ended_by_operation(self, child: Child) -> bool:
+        """A child that exited because of an operation (retired, rolled back), or a replacement
+        that ended before it was ready: no restart. True when it was one of those."""
+        assert child.status is not None
+        if child.state is State.STOPPING:
+            child.to(State.STOPPED, describe_status(child.status))
+            log.info("%s pid=%s: stopped (%s)", child.name, child.pid,
+                     describe_status(child.status))  # fmt: skip
+            self._drop(child)
+            return True
+        if child.name not in self._trial:
+            return False
+        log.error("%s pid=%s: %s%s before it was ready (a replacement); not restarted",
+                  child.name, child.pid, describe_status(child.status),
+                  child.exit_cause())  # fmt: skip
+        child.to(State.EXITED, "a replacement that ended before it was ready")
+        self.hooks.on_exit(child)  # it may have registered: fence it
+        return True
+
+    def _drop(self, child: Child) -> None:
+        if child in self.children:
+            self.children.remove(child)
+        self.sup.children.pop(child.name, None)
+        self.restart_times.pop(child.name, None)
+        self._trial.discard(child.name)
+        self.hooks.on_change(self.children)
 
     # -- stop ------------------------------------------------------------------------------------
     def _shutdown(self) -> bool:

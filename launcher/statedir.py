@@ -98,6 +98,19 @@ class StateDir:
         self.logs = root / "logs"
         self._lock: IO[str] | None = None
         self._status_failing = False  # status.json could not be written (disk full): warned
+        self._children: list[Child] = []  # as last written
+        self.operation: dict[str, object] | None = None  # `dynlaunch restart` in flight
+
+    @property
+    def control_socket(self) -> Path:
+        """Where `dynlaunch restart` reaches this run (launcher/supervision/control_socket.py)."""
+        return self.root / "control.sock"
+
+    def set_operation(self, text: str | None) -> None:
+        """The operation in flight and its current step (None: none), shown by `status`."""
+        began = self.operation["started"] if self.operation else time.time()
+        self.operation = None if text is None else {"step": text, "started": began}
+        self.write_status(self._children)
 
     def __enter__(self) -> StateDir:
         try:
@@ -206,6 +219,7 @@ class StateDir:
 
     def write_status(self, children: list[Child]) -> None:
         """The children as `dynlaunch status` shows them; rewritten on every lifecycle change."""
+        self._children = list(children)
         rows = [
             {
                 "name": c.name,
@@ -224,7 +238,8 @@ class StateDir:
             for c in children
         ]
         try:
-            _write_atomic(self.root / "status.json", {"updated": time.time(), "children": rows})
+            data = {"updated": time.time(), "children": rows, "operation": self.operation}
+            _write_atomic(self.root / "status.json", data)
         except OSError as err:  # a full disk must not end the run: `status` is only stale
             if not self._status_failing:
                 log.warning("dynlaunch: cannot write %s (%s); `dynlaunch status` may be stale",
@@ -245,7 +260,7 @@ class StateDir:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        for name in ("launcher.pid", "launcher.json", "status.json"):
+        for name in ("launcher.pid", "launcher.json", "status.json", "control.sock"):
             with contextlib.suppress(OSError):
                 (self.root / name).unlink()
         if self._lock is not None:

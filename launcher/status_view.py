@@ -25,21 +25,25 @@ def _live(child: dict[str, Any]) -> str:
 
 def render_status(report: dict[str, Any]) -> str:
     launcher, frontend = report["launcher"], report["frontend"]
+    width = max([10, *(len(c["name"]) for c in report["children"])])  # worker-0.g2 (a restart)
     lines = [
         f"dynlaunch pid {launcher['pid']}, namespace {launcher['namespace']}, "
         f"state {launcher['state_dir']}",
         *([f"discovery: {launcher['discovery']}"] if launcher.get("discovery") else []),
         "",
-        f"{'NAME':<10} {'ROLE':<9} {'PID':>7} {'STATE':<9} {'LIVE':<6} {'READY':<5} "
+        f"{'NAME':<{width}} {'ROLE':<9} {'PID':>7} {'STATE':<9} {'LIVE':<6} {'READY':<5} "
         f"{'RESTARTS':>8} {'UPTIME':>8}  PORTS  GPUS",
     ]
     for c in report["children"]:
         ports = ",".join(f"{k}={v}" for k, v in c["ports"].items())
         lines.append(
-            f"{c['name']:<10} {c['role']:<9} {c['pid'] or '-':>7} {c['state']:<9} "
+            f"{c['name']:<{width}} {c['role']:<9} {c['pid'] or '-':>7} {c['state']:<9} "
             f"{_live(c):<6} {_yes_no(c.get('ready')):<5} "
             f"{c['restarts']:>8} {_uptime(c['uptime_s']):>8}  {ports}  {','.join(c['gpus']) or '-'}"
         )
+    op = report.get("operation")
+    if op:
+        lines += ["", f"operation: {op['step']}"]
     health = "healthy" if frontend["healthy"] else "not answering"
     ready = "ready" if frontend["ready"] else "NOT ready"
     lines += [

@@ -1,10 +1,10 @@
 """The command line: flags -> overrides -> config -> plan -> run. Errors become exits here only.
 
-One module per command family: `up` (plan, up), `control` (status, down, health), `clear`
-(clear-namespace), `render` (render k8s), `bench` (bench prefix). Each command imports what it uses
-in its body, so that one command does not pay for the others' modules: the config's pydantic
-models, httpx (probes), the planner and the supervisor took ~0.3 s to import, before any command
-ran.
+One module per command family: `up` (plan, up), `control` (status, down, health), `ops` (restart),
+`clear` (clear-namespace), `render` (render k8s), `bench` (bench prefix). Each command imports what
+it uses in its body, so that one command does not pay for the others' modules: the config's
+pydantic models, httpx (probes), the planner and the supervisor took ~0.3 s to import, before any
+command ran.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Annotated
 import typer
 
 from launcher import __version__
-from launcher.cli import bench, control, up
+from launcher.cli import bench, control, ops, up
 from launcher.cli.clear import clear_namespace
 from launcher.cli.render import render_app
 from launcher.errors import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, DynlaunchError
@@ -93,6 +93,7 @@ app.command()(up.up)
 app.command()(control.status)
 app.command()(control.down)
 app.command()(control.health)
+app.command()(ops.restart)
 app.command("clear-namespace")(clear_namespace)
 app.add_typer(render_app, name="render")
 app.add_typer(bench.bench_app, name="bench")

@@ -5,16 +5,17 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Sequence
 
     from launcher.config import Config
-    from launcher.plan import Plan
+    from launcher.plan import Plan, PortSlot
 
 
 # Flag -> dotted config key. Also names the flag in error messages.
@@ -274,13 +275,17 @@ def up(
                 on_exit=etcd.fence,
                 explain_exit=etcd.explain_exit,
                 dynamo_stopped=etcd.release,
+                registered=etcd.registered,
+                on_operation=state.set_operation,
+                allocate=partial(_allocate_more, me),
             )
             if role != "all":  # a pod: say which discovery the operator gave it
                 pod = podenv.read(os.environ)
                 logging.getLogger("launcher").info("dynlaunch: discovery: %s", found)
                 if not pod.uses_etcd:  # fencing and the clear act on etcd discovery only
-                    hooks = Hooks(on_change=state.write_status)
-            stack = Stack(the_plan, sup, cfg, hooks)
+                    hooks = Hooks(on_change=state.write_status, on_operation=state.set_operation,
+                                  allocate=partial(_allocate_more, me))  # fmt: skip
+            stack = Stack(the_plan, sup, cfg, hooks, control_path=state.control_socket)
             code = stack.run()
             assert deadman.stdin is not None
             deadman.stdin.close()
@@ -291,6 +296,13 @@ def up(
 
 def _none() -> None:
     pass
+
+
+def _allocate_more(me: int, slots: Sequence[PortSlot], seed: str) -> dict[str, int]:
+    """Ports for a replacement child (`dynlaunch restart`), added to this run's reservation."""
+    from launcher import ports
+
+    return ports.allocate_more(slots, seed=seed, reserve_for=me) if slots else {}
 
 
 def _with_etcd_auth(plan: Plan, then: Callable[[], None]) -> Callable[[], None]:

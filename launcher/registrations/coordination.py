@@ -134,6 +134,21 @@ class Coordination:
         except DynlaunchError as err:  # etcd down: the lease expires on its own
             log.warning("%s pid=%s: could not fence: %s", child.name, child.pid, err)
 
+    def registered(self, child: Child) -> bool:
+        """A replacement worker (`dynlaunch restart`) has registered its generate instance: 1.x,
+        an instance at its own RPC port; 0.5 (no RPC port), as many model entries of its model
+        as it has live workers (the old one and itself)."""
+        try:
+            if self.compat.fence_by == "nats-subject" or child.spec.ports.get("rpc") is None:
+                return card05.count_registered(self.etcd, self.namespace, child.spec.model) > (
+                    self.workers.get(child.spec.model, 0)
+                )
+            port = child.spec.ports["rpc"]
+            lease = lock.lease_of_rpc_port(self.etcd, self.namespace, port, self.rpc_host)
+            return lease is not None
+        except DynlaunchError:  # etcd busy: ask again
+            return False
+
     def _fence_by_subject(self, child: Child) -> None:
         deadline = time.monotonic() + FENCE_WAIT_S  # NATS may not have seen the close yet
         try:

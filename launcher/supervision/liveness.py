@@ -81,6 +81,14 @@ class Watcher:
         for thread in self._threads:
             thread.start()
 
+    def watch(self, child: Child) -> None:
+        """Probe a child added while serving (a replacement), from now until it is stopped."""
+        if child.spec.role in PROBED_ROLES and child.spec.health_url:
+            thread = threading.Thread(target=self._watch, args=(child,), name=f"live-{child.name}",
+                                      daemon=True)  # fmt: skip
+            self._threads.append(thread)
+            thread.start()
+
     def stop(self) -> None:
         self._stop.set()  # a probe in flight ends within timeout_s; nobody waits for it
 
@@ -93,6 +101,8 @@ class Watcher:
         # One probe every interval_s, however long the last one took (a miss takes timeout_s).
         while not self._stop.wait(max(0.0, began + self.rules.interval_s - time.monotonic())):
             began = time.monotonic()
+            if child.state is State.STOPPED:
+                return  # replaced by an operation: it never runs again
             pid = child.pid
             if pid is None or not child.alive or child.state is not State.RUNNING:
                 continue

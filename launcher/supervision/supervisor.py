@@ -194,7 +194,7 @@ class Supervisor:
         """
         group = [c for c in children if c.pid is not None]
         for child in group:
-            if child.alive:
+            if child.alive and child.state is not State.STOPPING:  # (an operation's retiree)
                 child.to(State.STOPPING, "asked to stop")
                 log.info("%s pid=%d: stopping (SIGTERM)", child.name, child.pid)
                 self.signal_group(child, signal.SIGTERM)

@@ -1,0 +1,188 @@
+"""Run one operation (`dynlaunch restart`) on a serving stack, step by step, in its own thread.
+
+The thread only waits and probes: every spawn, signal and change of the children runs on the
+serve loop (`Stack.in_loop`), which goes on reaping and probing liveness meanwhile.
+
+Replace one worker, start first (mocker; SGLang with free GPUs): start its replacement with ports
+of its own; wait until it is registered in etcd and its /health says 200; fence the old one
+(revoke its lease: the frontend stops routing to it), SIGTERM it (in-flight requests finish),
+SIGKILL after restart.drain_s. A replacement that exits or is not ready in time is stopped: the
+old worker never stopped serving (rolled back), and the operation fails naming the step.
+Stop first (SGLang without free GPUs; the frontend, whose HTTP port is the stack's address): fence
+and stop the old one, then start the replacement in its place.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from functools import partial
+from typing import TYPE_CHECKING
+
+from launcher import operations, probes
+from launcher.errors import EXIT_STARTUP, DynlaunchError
+from launcher.operations import Step
+from launcher.supervision.control_socket import Request
+from launcher.supervision.lifecycle import State
+from launcher.supervision.supervisor import describe_status
+
+if TYPE_CHECKING:
+    from launcher.plan import PortSlot, ProcessSpec
+    from launcher.stack import Stack
+    from launcher.supervision.supervisor import Child
+
+log = logging.getLogger(__name__)
+POLL_S = 0.2
+
+
+class AbortedError(Exception):
+    """The launcher is stopping: the operation ends where it is."""
+
+
+class StepFailedError(Exception):
+    pass
+
+
+Allocate = Callable[["Sequence[PortSlot]", str], dict[str, int]]
+
+
+class Runner:
+    def __init__(
+        self, stack: Stack, request: Request, steps: list[Step], what: str, allocate: Allocate
+    ) -> None:
+        self.stack = stack
+        self.request = request
+        self.steps = steps
+        self.what = what  # "restart of worker-0, worker-1"
+        self.allocate = allocate
+        self.replaced: list[str] = []
+
+    def _say(self, text: str) -> None:
+        """One log line per step, also streamed to the client and shown by `status`."""
+        log.info("dynlaunch: %s", text)
+        self.request.progress(text)
+        self.stack.in_loop(partial(self.stack.set_operation, text))
+
+    def run(self) -> None:
+        began = time.monotonic()
+        try:
+            for i, step in enumerate(self.steps, 1):
+                self._step(i, step)
+        except StepFailedError as err:
+            log.error("dynlaunch: %s failed: %s", self.what, err)
+            self.request.reply(False, f"{self.what} failed: {err}", EXIT_STARTUP)
+        except AbortedError:
+            self.request.reply(False, f"{self.what}: the launcher is stopping", EXIT_STARTUP)
+        except Exception as err:  # a bug: the run goes on; the client hears of it
+            log.exception("dynlaunch: %s: unexpected error", self.what)
+            self.request.reply(False, f"{self.what}: internal error: {err!r}", EXIT_STARTUP)
+        else:
+            done = f"{self.what} done in {time.monotonic() - began:.1f}s: " + ", ".join(
+                self.replaced
+            )
+            log.info("dynlaunch: %s", done)
+            self.request.reply(True, done)
+        finally:
+            self.stack.operation_ended()
+
+    # -- one step --------------------------------------------------------------------------------
+    def _step(self, i: int, step: Step) -> None:
+        where = f"step {i}/{len(self.steps)}: {step.words()}"
+        old = self.stack.child_named(step.name)
+        if old is None or not old.alive:
+            raise StepFailedError(f"{where}: {step.name} is not running now; nothing changed")
+        name = operations.next_name(old.name)
+        try:
+            ports = self.allocate(operations.port_slots(old.spec, name, step.start_first), name)
+        except DynlaunchError as err:
+            raise StepFailedError(f"{where}: {err}") from None
+        spec = operations.respec(old.spec, name, ports)
+        self._say(f"{self.what}: {where}")
+        if step.start_first:
+            new = self._start(spec, where)
+            self._wait_ready(new, where, rollback=old)
+            self._stop(old, where)
+        else:
+            self._stop(old, where)
+            new = self._start(spec, where)
+            self._wait_ready(new, where, rollback=None)
+        self.stack.in_loop(partial(self.stack.promote, new))
+        self.replaced.append(f"{old.name} pid={old.pid} -> {new.name} pid={new.pid}")
+
+    def _start(self, spec: ProcessSpec, where: str) -> Child:
+        new = self.stack.in_loop(partial(self.stack.start_replacement, spec))
+        self._say(f"{self.what}: {where}: {new.name} pid={new.pid} started; waiting until ready")
+        return new
+
+    def _wait_ready(self, new: Child, where: str, rollback: Child | None) -> None:
+        deadline = time.monotonic() + self.stack.cfg.startup_timeout_s
+        while not self._ready(new):
+            self._check_stopping()
+            why = None
+            if new.status is not None:
+                why = f"{new.name} {describe_status(new.status)} before it was ready"
+            elif new.relay.fatal is not None:  # a line that means it can never serve
+                why = f"{new.name} cannot serve: {new.relay.fatal.strip()[-200:]!r}"
+            elif time.monotonic() > deadline:
+                why = (f"{new.name} not ready after {self.stack.cfg.startup_timeout_s:.0f}s "
+                       "(startup_timeout_s)")  # fmt: skip
+            if why is None:
+                time.sleep(POLL_S)
+                continue
+            why += f"; its log: {new.relay.log_path}"
+            if rollback is not None:
+                self.stack.in_loop(partial(self.stack.discard, new))
+                self._wait_gone(new)
+                raise StepFailedError(
+                    f"{where}: {why}; rolled back: {rollback.name} pid={rollback.pid} serves on"
+                )
+            # Stopped first: the slot must not stay empty; its restart policy takes it over.
+            self.stack.in_loop(partial(self.stack.adopt, new))
+            raise StepFailedError(f"{where}: {why}; left to its restart policy")
+        ready = "lists the models" if new.spec.role == "frontend" else "is registered in etcd"
+        self._say(f"{self.what}: {where}: {new.name} pid={new.pid} is healthy and {ready}")
+
+    def _ready(self, child: Child) -> bool:
+        if child.status is not None or child.spec.health_url is None:
+            return False
+        if not probes.http_ok(child.spec.health_url):
+            return False
+        if child.spec.role == "frontend":
+            base = self.stack.plan.url
+            return all(probes.model_listed(base, m) for m in self.stack.plan.models)
+        return self.stack.hooks.registered(child)
+
+    def _stop(self, old: Child, where: str) -> None:
+        """Fence, SIGTERM, SIGKILL after the drain time; wait until the loop has reaped it."""
+        if old.spec.role == "worker":
+            self.stack.hooks.on_exit(old)  # fence: revoke its lease, nothing new is routed to it
+        drain = self.stack.cfg.restart.drain_s if old.spec.role == "worker" else None
+        drain = self.stack.cfg.stop_timeout_s if drain is None else drain
+        self.stack.in_loop(partial(self.stack.retire, old))
+        fenced = "fenced, " if old.spec.role == "worker" else ""
+        self._say(f"{self.what}: {where}: {old.name} pid={old.pid} {fenced}SIGTERM; draining "
+                  f"(up to {drain:.0f}s)")  # fmt: skip
+        deadline = time.monotonic() + drain
+        while old.state is not State.STOPPED and time.monotonic() < deadline:
+            self._check_stopping()
+            time.sleep(POLL_S)
+        if old.state is not State.STOPPED:
+            log.warning("%s pid=%s: still running %.0fs after SIGTERM, SIGKILL", old.name,
+                        old.pid, drain)  # fmt: skip
+            self.stack.in_loop(partial(self.stack.kill_group, old))
+        self._wait_gone(old)
+
+    def _wait_gone(self, child: Child) -> None:
+        while child.state not in (State.STOPPED, State.EXITED) or child.alive:
+            self._check_stopping()
+            time.sleep(POLL_S)
+
+    def _check_stopping(self) -> None:
+        if self.stack.stopping.is_set():
+            raise AbortedError
+
+
+def describe(steps: Sequence[Step]) -> str:
+    roles = sorted({s.role for s in steps}, reverse=True)  # worker, frontend
+    return f"restart of the {' and '.join(roles)}{'s' if roles == ['worker'] else ''}"
