@@ -9,10 +9,11 @@ can start while the old one still serves.
 
 from __future__ import annotations
 
+import difflib
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from launcher.errors import ConfigError
 from launcher.plan import PortSlot, ProcessSpec
@@ -20,18 +21,31 @@ from launcher.plan import PortSlot, ProcessSpec
 ROLES = ("worker", "frontend", "all")
 _GENERATION = re.compile(r"^(?P<slot>.+)\.g(?P<n>\d+)$")
 # Environment variables that carry one of a worker's ports (plan._worker)
-_PORT_ENV = {"system": "DYN_SYSTEM_PORT", "rpc": "DYN_TCP_RPC_PORT"}
+_PORT_ENV = {
+    "system": "DYN_SYSTEM_PORT",
+    "rpc": "DYN_TCP_RPC_PORT",
+    "response": "DYN_TCP_RESPONSE_STREAM_PORT",
+}
 
 
 @dataclass(frozen=True)
 class Step:
-    """Replace child ``name``: start its replacement first (``start_first``) or stop it first."""
+    """``action`` "replace": replace child ``name``, its replacement started first
+    (``start_first``) or after it stopped; ``spec``: what the replacement runs (reload), else
+    the old one's. "add": start a new worker ``name`` from ``spec`` (scale up). "remove": fence,
+    drain and stop child ``name`` (scale down)."""
 
     name: str
     role: str
-    start_first: bool
+    start_first: bool = True
+    action: str = "replace"
+    spec: ProcessSpec | None = field(default=None, compare=False, repr=False)
 
     def words(self) -> str:
+        if self.action == "add":
+            return f"add {self.name}"
+        if self.action == "remove":
+            return f"remove {self.name} (drained first)"
         order = "new one first" if self.start_first else "stopped first"
         return f"replace {self.name} ({order})"
 
@@ -43,6 +57,8 @@ class Running:
     name: str
     role: str
     gpus: tuple[str, ...] = ()
+    model: str = ""
+    spec: ProcessSpec | None = field(default=None, compare=False, repr=False)
 
 
 def slot_of(name: str) -> str:
@@ -118,3 +134,182 @@ def respec(
         spec, name=name, argv=tuple(argv), env=env, ports=new, health_url=health,
         gpus=spec.gpus if gpus is None else gpus,
     )  # fmt: skip
+
+
+# -- scale ---------------------------------------------------------------------------------------
+def index_of(name: str) -> int:
+    """A worker's index in its model's numbering: ``worker-3.g2`` -> 3 (-1: none)."""
+    tail = slot_of(name).rsplit("-", 1)[-1]
+    return int(tail) if tail.isdigit() else -1
+
+
+def pick_model(given: str | None, models: Mapping[str, str]) -> str:
+    """The served name of the model ``--model`` names (its served name or its short name);
+    ``models``: served name -> short name. Without --model, the run's only model."""
+    listed = ", ".join(sorted(models))
+    if given is None:
+        if len(models) == 1:
+            return next(iter(models))
+        raise ConfigError(f"this run serves several models ({listed}): say which with --model")
+    for served, name in models.items():
+        if given in (served, name):
+            return served
+    raise ConfigError(f"--model {given!r}: this run serves {listed or 'no model'}")
+
+
+def scale_steps(
+    model: str, count: int, running: Sequence[Running], backend: str, free_gpus: Sequence[str]
+) -> list[Step]:
+    """`scale --workers COUNT` of ``model``: add workers named after the model's highest index
+    (SGLang: each with free GPUs, else refused before anything changes), or remove the highest
+    indexes first. No steps: it has COUNT workers already."""
+    if count < 1:
+        raise ConfigError(f"--workers {count}: at least 1 (to stop the run: dynlaunch down)")
+    workers = sorted((c for c in running if c.role == "worker" and c.model == model),
+                     key=lambda c: index_of(c.name))  # fmt: skip
+    if not workers or workers[0].spec is None:
+        raise ConfigError(f"model {model!r}: none of its workers runs now; nothing to scale from")
+    if count <= len(workers):
+        gone = workers[count:][::-1]
+        return [Step(c.name, "worker", action="remove") for c in gone]
+    template = workers[0].spec
+    prefix = slot_of(workers[0].name).rsplit("-", 1)[0]
+    first = max(index_of(c.name) for c in workers) + 1
+    add = count - len(workers)
+    need = len(template.gpus)
+    if backend == "sglang" and len(free_gpus) < add * need:
+        free = ", ".join(free_gpus) or "none"
+        raise ConfigError(
+            f"--workers {count}: {add} more worker(s) of {model!r} need {add * need} free GPU(s) "
+            f"({need} each); free now: {free}"
+        )
+    steps = []
+    for i in range(add):
+        gpus = tuple(free_gpus[i * need : (i + 1) * need]) if backend == "sglang" else ()
+        spec = replace(template, gpus=gpus) if backend == "sglang" else template
+        steps.append(Step(f"{prefix}-{first + i}", "worker", action="add", spec=spec))
+    return steps
+
+
+# -- reload --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Change:
+    """How one process of the new config differs from the running one."""
+
+    slot: str
+    role: str
+    what: str  # "added", "removed", or what changed: "argv: --speedup-ratio 1 -> 5; env: X"
+
+
+def _masked(spec: ProcessSpec) -> tuple[tuple[str, ...], dict[str, str]]:
+    """Its argv and env with its port numbers as <kind>: ports differ between any two plans."""
+    subs = sorted(((str(p), k) for k, p in spec.ports.items()), key=lambda x: -len(x[0]))
+
+    def mask(text: str) -> str:
+        for port, kind in subs:
+            text = re.sub(rf"(?<!\d){port}(?!\d)", f"<{kind}>", text)
+        return text
+
+    return tuple(mask(a) for a in spec.argv), {k: mask(v) for k, v in spec.env.items()}
+
+
+def _argv_change(old: Sequence[str], new: Sequence[str]) -> str:
+    parts = []
+    for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, old, new).get_opcodes():
+        if op == "equal":
+            continue
+        flag = old[i1 - 1] if i1 and not (old[i1:i2] or new[j1:j2])[0].startswith("-") else ""
+        before, after = " ".join(old[i1:i2]) or "(nothing)", " ".join(new[j1:j2]) or "(nothing)"
+        parts.append(f"{flag + ' ' if flag else ''}{before} -> {after}")
+    return "argv: " + ", ".join(parts)
+
+
+def diff(running: Sequence[ProcessSpec], new: Sequence[ProcessSpec]) -> list[Change]:
+    """What a reload changes: each process (by slot: ``worker-0.g2`` is ``worker-0``) whose argv,
+    env (only the variables' names are told: values may be secrets) or GPUs differ, ports aside;
+    the processes the new config adds or no longer has."""
+    old = {slot_of(s.name): s for s in running}
+    changes: list[Change] = []
+    for spec in new:
+        before = old.get(spec.name)
+        if before is None:
+            changes.append(Change(spec.name, spec.role, "added"))
+            continue
+        (argv0, env0), (argv1, env1) = _masked(before), _masked(spec)
+        what = [_argv_change(argv0, argv1)] if argv0 != argv1 else []
+        names = sorted(k for k in {*env0, *env1} if env0.get(k) != env1.get(k))
+        what += [f"env: {', '.join(names)}"] if names else []
+        what += [f"gpus: {','.join(before.gpus)} -> {','.join(spec.gpus)}"] * (
+            before.gpus != spec.gpus
+        )
+        if what:
+            changes.append(Change(spec.name, spec.role, "; ".join(what)))
+    planned = {s.name for s in new}
+    changes += [Change(slot, s.role, "removed") for slot, s in old.items() if slot not in planned]
+    return changes
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What of a config cannot change under a running stack."""
+
+    namespace: str
+    dynamo_version: str
+    backend: str
+    url: str
+    etcd: str  # "embedded" or the external endpoints (userinfo masked)
+    nats: str
+    infra: str  # infra.etcd / infra.nats / infra.auth settings, as one comparable text
+    state_dir: str
+
+
+def not_live(old: Facts, new: Facts, changes: Sequence[Change]) -> list[str]:
+    """Each change a reload cannot make live, with its key."""
+    found = []
+    for key, name in (("namespace", "namespace"), ("dynamo_version", "the Dynamo version"),
+                      ("backend", "the backend"), ("url", "the frontend's address "
+                      "(frontend.http_host, frontend.http_port)"), ("etcd", "the etcd endpoints "
+                      "(infra.etcd, ETCD_ENDPOINTS)"), ("nats", "the NATS server (infra.nats, "
+                      "NATS_SERVER)"), ("state_dir", "the state dir")):  # fmt: skip
+        a, b = getattr(old, key), getattr(new, key)
+        if a != b:
+            found.append(f"{name}: {a} -> {b}")
+    if old.infra != new.infra and not found:
+        found.append("the settings of etcd or NATS (infra.etcd, infra.nats, infra.auth)")
+    found += [f"{c.slot}: {c.what}" for c in changes if c.role in ("etcd", "nats")]
+    return found
+
+
+def reload_steps(
+    changes: Sequence[Change], running: Sequence[Running], new: Sequence[ProcessSpec], backend: str
+) -> list[Step]:
+    """Changed workers replaced one at a time (new one first; SGLang stopped first), added ones
+    started, removed ones drained (highest index first), then the frontend (stopped first)."""
+    by_slot = {slot_of(c.name): c for c in running}
+    specs = {s.name: s for s in new}
+    steps: list[Step] = []
+    for c in (c for c in changes if c.role == "worker" and c.what not in ("added", "removed")):
+        steps.append(Step(by_slot[c.slot].name, "worker", backend != "sglang", spec=specs[c.slot]))
+    steps += [Step(c.slot, "worker", action="add", spec=specs[c.slot])
+              for c in changes if c.role == "worker" and c.what == "added"]  # fmt: skip
+    gone = [by_slot[c.slot] for c in changes if c.role == "worker" and c.what == "removed"]
+    steps += [Step(r.name, "worker", action="remove")
+              for r in sorted(gone, key=lambda r: index_of(r.name), reverse=True)]  # fmt: skip
+    steps += [Step(by_slot[c.slot].name, "frontend", False, spec=specs[c.slot])
+              for c in changes if c.role == "frontend" and c.what != "added"]  # fmt: skip
+    return steps
+
+
+def rebase(specs: Sequence[ProcessSpec], moves: Mapping[str, str]) -> list[ProcessSpec]:
+    """``specs`` with each text of ``moves`` (a new plan's embedded etcd and NATS URLs) replaced
+    by the running stack's in argv and env: a reload keeps the etcd and NATS that run."""
+
+    def move(text: str) -> str:
+        for old, new in moves.items():
+            text = text.replace(old, new)
+        return text
+
+    return [
+        replace(s, argv=tuple(move(a) for a in s.argv), env={k: move(v) for k, v in s.env.items()})
+        for s in specs
+    ]

@@ -108,12 +108,18 @@ def _record(directory: Path, pid: int, ports: list[int], run_id: str = "") -> No
 
 
 def allocate(
-    slots: Sequence[PortSlot], *, seed: str, bind_hosts: dict[str, str], reserve_for: int | None
+    slots: Sequence[PortSlot],
+    *,
+    seed: str,
+    bind_hosts: dict[str, str],
+    reserve_for: int | None,
+    own: frozenset[int] = frozenset(),
 ) -> dict[str, int]:
     """Give every slot a port: fixed ones are checked, the others picked free.
 
     ``bind_hosts`` maps a slot to the address it binds (default 127.0.0.1). With ``reserve_for``
-    (a pid), the ports are recorded so that concurrent launchers skip them.
+    (a pid), the ports are recorded so that concurrent launchers skip them. ``own``: ports of the
+    running stack that resolves a new config (`reload`): a fixed one of them is not taken.
     """
     directory = reservation_dir()
     me = reserve_for if reserve_for is not None else os.getpid()
@@ -127,7 +133,8 @@ def allocate(
                 raise ConfigError(f"{slot.origin}: {slot.name} port {port} is above {slot.maximum}")
             if port in ports.values():
                 raise ConfigError(f"{slot.origin}: port {port} is asked for twice")
-            _check_free(port, bind_hosts.get(slot.name, "127.0.0.1"), slot.origin, taken)
+            if port not in own:
+                _check_free(port, bind_hosts.get(slot.name, "127.0.0.1"), slot.origin, taken)
             ports[slot.name] = port
         low, high = AUTO_RANGE
         candidate = low + zlib.crc32(seed.encode()) % (high - low)

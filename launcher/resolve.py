@@ -84,9 +84,11 @@ def resolve_plan(
     reserve_for: int | None,
     role: str = "all",
     dry_run: bool = False,
+    own_ports: frozenset[int] = frozenset(),
 ) -> Plan:
     """Everything `plan` prints and `up` runs. ``reserve_for`` (a pid) reserves the ports.
-    ``dry_run`` (`plan`): too few GPUs found by nvidia-smi give placeholder ids and a warning."""
+    ``dry_run`` (`plan`): too few GPUs found by nvidia-smi give placeholder ids and a warning.
+    ``own_ports``: a running stack's ports, not taken for it (`reload` resolves its new config)."""
     python = cfg.dynamo.python or sys.executable
     version = dynamo_version(cfg, python)
     for spec in model_specs(cfg):
@@ -137,7 +139,8 @@ def resolve_plan(
         backend=backend,
     )
     bind = {"frontend.http": cfg.frontend.http_host}
-    allocated = ports.allocate(slots, seed=cfg.namespace, bind_hosts=bind, reserve_for=reserve_for)
+    allocated = ports.allocate(slots, seed=cfg.namespace, bind_hosts=bind, reserve_for=reserve_for,
+                               own=own_ports)  # fmt: skip
     host = Host(
         dynamo_version=version,
         python=python,

@@ -35,7 +35,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
 
-from launcher import operations, probes
+from launcher import probes
 from launcher.config import Config
 from launcher.errors import EXIT_FAILED, ConfigError, StartupError
 from launcher.plan import Plan, ProcessSpec, start_tiers
@@ -48,7 +48,7 @@ POLL_S = 0.05  # readiness probes while starting
 IDLE_S = 1.0  # the serve loop's longest sleep; a signal or a due restart wakes it sooner
 PHASE_REPORT_S = 5.0
 FATAL_REPORT_S = 60.0  # how often a worker left stopped after a crash loop is reported
-HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM)  # stop; SIGHUP: reload (`dynlaunch reload`)
 T = TypeVar("T")
 
 
@@ -73,6 +73,14 @@ class Hooks:
     on_operation: Callable[[str | None], None] = lambda _text: None  # e.g. the status file
     # free ports for a replacement's slots (ports.allocate_more), by slot name
     allocate: Callable[[Any, str], dict[str, int]] = lambda _slots, _seed: {}
+    gpu_pool: Callable[[], tuple[str, ...]] = tuple  # the GPUs this run may use (scale)
+    # reload: (config, plan) of a config file (None: the flags and environment only), resolved
+    # as `up` did; the run's own ports (a frozenset) do not count as taken
+    resolve: Callable[[str | None, Any], tuple[Any, Any]] = lambda _path, _own: _no_reload()
+
+
+def _no_reload() -> tuple[Any, Any]:
+    raise ConfigError("this run cannot reload its config")
 
 
 def _ignore(_signum: int, _frame: FrameType | None) -> None:
@@ -80,7 +88,7 @@ def _ignore(_signum: int, _frame: FrameType | None) -> None:
 
 
 class StopRequestedError(Exception):
-    """SIGINT, SIGTERM or SIGHUP arrived."""
+    """SIGINT or SIGTERM arrived."""
 
 
 class RunEndedError(Exception):
@@ -125,10 +133,15 @@ class Stack:
         self._trial: set[str] = set()  # replacements not yet ready: not restarted when they end
         self._watcher: liveness.Watcher | None = None
         self.stopping = threading.Event()
+        self.config_path: str | None = None  # the config file `reload` and SIGHUP read again
+        self._hups = 0
 
     # -- signals: the handler only records; the loops act -------------------------------------
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         self.signals.append(signum)
+
+    def _on_hup(self, _signum: int, _frame: FrameType | None) -> None:
+        self._hups += 1  # a reload, once the stack serves
 
     def _check_signals(self) -> None:
         if self.signals:
@@ -158,6 +171,7 @@ class Stack:
         previous_fd = signal.set_wakeup_fd(wake_w)
         previous = {s: signal.signal(s, self._on_signal) for s in HANDLED_SIGNALS}
         previous[signal.SIGCHLD] = signal.signal(signal.SIGCHLD, _ignore)
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, self._on_hup)
         become_subreaper()
         code = 0
         try:
@@ -330,6 +344,11 @@ class Stack:
             self._check_signals()
             now = time.monotonic()
             self._run_calls()
+            if self._hups:
+                self._hups = 0
+                log.info("dynlaunch: SIGHUP received: reload of %s",
+                         self.config_path or "the command line and environment")  # fmt: skip
+                self._requests.put(control_socket.Request(None, {"op": "reload"}))
             self._take_requests()
             exited = self.sup.reap()
             for child in exited:
@@ -457,25 +476,12 @@ class Stack:
             request.reply(False, f"busy: {self._operation_text or 'an operation'}; try again "
                           "when it has ended", EXIT_FAILED)  # fmt: skip
             return
-        try:
-            steps = self._plan_operation(request.payload)
-        except ConfigError as err:
-            request.reply(False, str(err), err.exit_code)
-            return
-        runner = rolling.Runner(self, request, steps, rolling.describe(steps), self.hooks.allocate)
+        from launcher.supervision import op_requests
+
+        prepare = partial(op_requests.prepare, self, request.payload)
+        runner = rolling.Runner(self, request, prepare, self.hooks.allocate)
         self._operation = threading.Thread(target=runner.run, name="operation", daemon=True)
         self._operation.start()
-
-    def _plan_operation(self, payload: dict[str, Any]) -> list[operations.Step]:
-        op = payload.get("op")
-        if op != "restart":
-            raise ConfigError(f"unknown operation {op!r}; this dynlaunch knows: restart")
-        if payload.get("rolling", True) is not True:
-            raise ConfigError("restart --no-rolling is not supported yet; use --rolling")
-        running = [operations.Running(c.name, c.spec.role, c.spec.gpus) for c in self.children
-                   if c.alive and c.state is State.RUNNING]  # fmt: skip
-        return operations.restart_steps(str(payload.get("role") or "worker"), running,
-                                        self.plan.backend)  # fmt: skip
 
     def in_loop(self, fn: Callable[[], T]) -> T:
         """From an operation's thread: run ``fn`` on the serve loop and return what it returns.

@@ -1,10 +1,10 @@
 """The command line: flags -> overrides -> config -> plan -> run. Errors become exits here only.
 
-One module per command family: `up` (plan, up), `control` (status, down, health), `ops` (restart),
-`clear` (clear-namespace), `render` (render k8s), `bench` (bench prefix). Each command imports what
-it uses in its body, so that one command does not pay for the others' modules: the config's
-pydantic models, httpx (probes), the planner and the supervisor took ~0.3 s to import, before any
-command ran.
+One module per command family: `up` (plan, up), `control` (status, down, health), `ops` (restart,
+scale, reload), `clear` (clear-namespace), `render` (render k8s), `bench` (bench prefix). Each
+command imports what it uses in its body, so that one command does not pay for the others' modules:
+the config's pydantic models, httpx (probes), the planner and the supervisor took ~0.3 s to import,
+before any command ran.
 """
 
 from __future__ import annotations
@@ -94,6 +94,8 @@ app.command()(control.status)
 app.command()(control.down)
 app.command()(control.health)
 app.command()(ops.restart)
+app.command()(ops.scale)
+app.command()(ops.reload)
 app.command("clear-namespace")(clear_namespace)
 app.add_typer(render_app, name="render")
 app.add_typer(bench.bench_app, name="bench")

@@ -278,6 +278,8 @@ def up(
                 registered=etcd.registered,
                 on_operation=state.set_operation,
                 allocate=partial(_allocate_more, me),
+                gpu_pool=partial(_gpu_pool, cfg, backend),
+                resolve=partial(_resolve_again, backend, given, role, model),
             )
             if role != "all":  # a pod: say which discovery the operator gave it
                 pod = podenv.read(os.environ)
@@ -286,6 +288,7 @@ def up(
                     hooks = Hooks(on_change=state.write_status, on_operation=state.set_operation,
                                   allocate=partial(_allocate_more, me))  # fmt: skip
             stack = Stack(the_plan, sup, cfg, hooks, control_path=state.control_socket)
+            stack.config_path = os.path.abspath(config) if config else None  # SIGHUP: reload
             code = stack.run()
             assert deadman.stdin is not None
             deadman.stdin.close()
@@ -303,6 +306,34 @@ def _allocate_more(me: int, slots: Sequence[PortSlot], seed: str) -> dict[str, i
     from launcher import ports
 
     return ports.allocate_more(slots, seed=seed, reserve_for=me) if slots else {}
+
+
+def _gpu_pool(cfg: Config, backend: str) -> tuple[str, ...]:
+    """The GPUs this run may use (`scale` takes free ones of them), found as `up` found them."""
+    from launcher import gpus
+
+    if backend != "sglang":
+        return ()
+    return tuple(gpus.available(cfg.workers.gpus, os.environ, gpus.detect())[0])
+
+
+def _resolve_again(
+    backend: str,
+    given: dict[str, Any],
+    role: str,
+    model: str | None,
+    config: str | None,
+    own: frozenset[int],
+) -> tuple[Config, Plan]:
+    """`reload`: the config file ``config`` with `up`'s flags and environment, resolved as `up`
+    did; the run's own ports ``own`` are not taken (nothing is reserved: a replacement gets its
+    ports as `restart` does)."""
+    from launcher.resolve import ensure_tiny_model, for_role, resolve_plan
+
+    cfg = for_role(_role_config(backend, config, given, role, model), role, os.environ)
+    ensure_tiny_model(cfg, backend, os.environ)
+    the_plan = resolve_plan(backend, cfg, os.environ, reserve_for=None, role=role, own_ports=own)
+    return cfg, the_plan
 
 
 def _with_etcd_auth(plan: Plan, then: Callable[[], None]) -> Callable[[], None]:

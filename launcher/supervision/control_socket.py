@@ -53,21 +53,24 @@ def _send(conn: socket.socket, message: dict[str, Any]) -> bool:
 class Request:
     """One client's request; ``progress`` and ``reply`` may be called from any thread."""
 
-    def __init__(self, conn: socket.socket, payload: dict[str, Any]) -> None:
-        self.conn = conn
+    def __init__(self, conn: socket.socket | None, payload: dict[str, Any]) -> None:
+        self.conn = conn  # None: the launcher's own (SIGHUP): the reply is only logged
         self.payload = payload
         self._lock = threading.Lock()
-        self._open = True
+        self._open = conn is not None
 
     def progress(self, text: str) -> None:
         with self._lock:
-            if self._open:
+            if self._open and self.conn is not None:
                 self._open = _send(self.conn, {"progress": text})
 
     def reply(self, ok: bool, text: str, code: int = 0) -> None:
         message: dict[str, Any] = {"ok": True, "message": text}
         if not ok:
             message = {"ok": False, "error": text, "code": code}
+        if self.conn is None:
+            (log.info if ok else log.error)("dynlaunch: %s", text)
+            return
         with self._lock:
             if self._open:
                 _send(self.conn, message)

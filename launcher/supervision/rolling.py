@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -47,14 +48,28 @@ class StepFailedError(Exception):
 Allocate = Callable[["Sequence[PortSlot]", str], dict[str, int]]
 
 
+@dataclass
+class Prepared:
+    """An operation, planned: its steps, its name in every line ("restart of the workers"),
+    lines said before the steps (reload: the plan of changes), what to do on the loop before
+    the steps (reload: take the new config), and the reply when there is nothing to do."""
+
+    steps: list[Step]
+    what: str
+    intro: list[str] = field(default_factory=list)
+    before: Callable[[], None] | None = None
+    nothing: str = "nothing to do"
+
+
 class Runner:
     def __init__(
-        self, stack: Stack, request: Request, steps: list[Step], what: str, allocate: Allocate
+        self, stack: Stack, request: Request, prepare: Callable[[], Prepared], allocate: Allocate
     ) -> None:
         self.stack = stack
         self.request = request
-        self.steps = steps
-        self.what = what  # "restart of worker-0, worker-1"
+        self.prepare = prepare  # runs in the operation's thread (reload resolves a config)
+        self.steps: list[Step] = []
+        self.what = "operation"  # "restart of the workers"
         self.allocate = allocate
         self.replaced: list[str] = []
 
@@ -67,6 +82,21 @@ class Runner:
     def run(self) -> None:
         began = time.monotonic()
         try:
+            try:
+                prepared = self.prepare()
+            except DynlaunchError as err:  # refused: nothing was touched
+                log.error("dynlaunch: refused: %s", err)
+                self.request.reply(False, str(err), err.exit_code)
+                return
+            self.steps, self.what = prepared.steps, prepared.what
+            for line in prepared.intro:
+                self._say(f"{self.what}: {line}")
+            if prepared.before is not None:
+                self.stack.in_loop(prepared.before)
+            if not self.steps:
+                log.info("dynlaunch: %s: %s", self.what, prepared.nothing)
+                self.request.reply(True, f"{self.what}: {prepared.nothing}")
+                return
             for i, step in enumerate(self.steps, 1):
                 self._step(i, step)
         except StepFailedError as err:
@@ -89,15 +119,26 @@ class Runner:
     # -- one step --------------------------------------------------------------------------------
     def _step(self, i: int, step: Step) -> None:
         where = f"step {i}/{len(self.steps)}: {step.words()}"
+        if step.action == "add":
+            self._add(step, where)
+            return
         old = self.stack.child_named(step.name)
         if old is None or not old.alive:
             raise StepFailedError(f"{where}: {step.name} is not running now; nothing changed")
+        if step.action == "remove":
+            self._say(f"{self.what}: {where}")
+            self._stop(old, where)
+            self.replaced.append(f"{old.name} pid={old.pid} removed")
+            return
         name = operations.next_name(old.name)
+        base = step.spec or old.spec
         try:
-            ports = self.allocate(operations.port_slots(old.spec, name, step.start_first), name)
+            ports = self.allocate(operations.port_slots(base, name, step.start_first), name)
         except DynlaunchError as err:
             raise StepFailedError(f"{where}: {err}") from None
-        spec = operations.respec(old.spec, name, ports)
+        if not step.start_first:  # in the old one's place: its ports
+            ports = {f"{name}.{kind}": port for kind, port in old.spec.ports.items()}
+        spec = operations.respec(base, name, ports)
         self._say(f"{self.what}: {where}")
         if step.start_first:
             new = self._start(spec, where)
@@ -110,12 +151,30 @@ class Runner:
         self.stack.in_loop(partial(self.stack.promote, new))
         self.replaced.append(f"{old.name} pid={old.pid} -> {new.name} pid={new.pid}")
 
+    def _add(self, step: Step, where: str) -> None:
+        """A new worker (scale up): started, registered and healthy, or stopped again."""
+        assert step.spec is not None
+        if self.stack.child_named(step.name) is not None:
+            raise StepFailedError(f"{where}: a child named {step.name} exists; nothing changed")
+        try:
+            ports = self.allocate(operations.port_slots(step.spec, step.name, True), step.name)
+        except DynlaunchError as err:
+            raise StepFailedError(f"{where}: {err}") from None
+        spec = operations.respec(step.spec, step.name, ports, gpus=step.spec.gpus)
+        self._say(f"{self.what}: {where}")
+        new = self._start(spec, where)
+        self._wait_ready(new, where, rollback=None, added=True)
+        self.stack.in_loop(partial(self.stack.promote, new))
+        self.replaced.append(f"{new.name} pid={new.pid} added")
+
     def _start(self, spec: ProcessSpec, where: str) -> Child:
         new = self.stack.in_loop(partial(self.stack.start_replacement, spec))
         self._say(f"{self.what}: {where}: {new.name} pid={new.pid} started; waiting until ready")
         return new
 
-    def _wait_ready(self, new: Child, where: str, rollback: Child | None) -> None:
+    def _wait_ready(
+        self, new: Child, where: str, rollback: Child | None, added: bool = False
+    ) -> None:
         deadline = time.monotonic() + self.stack.cfg.startup_timeout_s
         while not self._ready(new):
             self._check_stopping()
@@ -131,6 +190,10 @@ class Runner:
                 time.sleep(POLL_S)
                 continue
             why += f"; its log: {new.relay.log_path}"
+            if added:  # nothing else changed: it goes
+                self.stack.in_loop(partial(self.stack.discard, new))
+                self._wait_gone(new)
+                raise StepFailedError(f"{where}: {why}; it was stopped again")
             if rollback is not None:
                 self.stack.in_loop(partial(self.stack.discard, new))
                 self._wait_gone(new)

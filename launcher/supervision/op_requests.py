@@ -1,0 +1,119 @@
+"""What a control-socket request asks for, planned (`restart`, `scale`, `reload`): runs in the
+operation's thread; what it reads of the children it gets from the serve loop (`in_loop`).
+
+Reload resolves the new config the way `up` does (`Hooks.resolve`: the same flags and
+environment, the config file given or the one the run uses), refuses what cannot change under a
+running stack (operations.not_live) and replaces only the processes whose argv, env or GPUs
+changed (operations.diff)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from launcher import operations
+from launcher.config import mask_userinfo
+from launcher.errors import ConfigError
+from launcher.supervision.lifecycle import State
+from launcher.supervision.rolling import Prepared, describe
+
+if TYPE_CHECKING:
+    from launcher.config import Config
+    from launcher.plan import Plan
+    from launcher.stack import Stack
+
+OPS = ("restart", "scale", "reload")
+
+
+def _running(stack: Stack) -> list[operations.Running]:
+    return [operations.Running(c.name, c.spec.role, c.spec.gpus, c.spec.model, c.spec)
+            for c in stack.children if c.alive and c.state is State.RUNNING]  # fmt: skip
+
+
+def _used_gpus(stack: Stack) -> set[str]:
+    return {g for c in stack.children if c.state is not State.STOPPED for g in c.spec.gpus}
+
+
+def prepare(stack: Stack, payload: dict[str, Any]) -> Prepared:
+    op = payload.get("op")
+    if op == "restart":
+        if payload.get("rolling", True) is not True:
+            raise ConfigError("restart --no-rolling is not supported yet; use --rolling")
+        running = stack.in_loop(partial(_running, stack))
+        steps = operations.restart_steps(str(payload.get("role") or "worker"), running,
+                                         stack.plan.backend)  # fmt: skip
+        return Prepared(steps, describe(steps))
+    if op == "scale":
+        return _scale(stack, payload)
+    if op == "reload":
+        return _reload(stack, payload)
+    raise ConfigError(f"unknown operation {op!r}; this dynlaunch knows: {', '.join(OPS)}")
+
+
+def _scale(stack: Stack, payload: dict[str, Any]) -> Prepared:
+    count = payload.get("workers")
+    if not isinstance(count, int) or isinstance(count, bool):
+        raise ConfigError(f"--workers {count!r}: not a number")
+    running, used = stack.in_loop(lambda: (_running(stack), _used_gpus(stack)))
+    names = {w.model: operations.slot_of(w.name).rsplit("-", 1)[0] for w in running
+             if w.role == "worker"}  # fmt: skip
+    model = operations.pick_model(payload.get("model"), names)
+    free: list[str] = []
+    if stack.plan.backend == "sglang":
+        free = [g for g in stack.hooks.gpu_pool() if g not in used]
+    steps = operations.scale_steps(model, count, running, stack.plan.backend, free)
+    now = sum(1 for w in running if w.role == "worker" and w.model == model)
+    return Prepared(steps, f"scale of {model!r} from {now} to {count} workers",
+                    nothing=f"it has {count} worker(s) already")  # fmt: skip
+
+
+def _facts(cfg: Config, plan: Plan) -> operations.Facts:
+    infra = repr((cfg.infra.etcd.model_dump(), cfg.infra.nats.model_dump(), cfg.infra.auth))
+    return operations.Facts(
+        namespace=plan.namespace, dynamo_version=plan.dynamo_version, backend=plan.backend,
+        url=plan.url, state_dir=plan.state_dir,
+        etcd="embedded" if plan.by_role("etcd") else mask_userinfo(plan.etcd_endpoints),
+        nats="embedded" if plan.by_role("nats") else mask_userinfo(plan.nats_url), infra=infra,
+    )  # fmt: skip
+
+
+def _reload(stack: Stack, payload: dict[str, Any]) -> Prepared:
+    given = payload.get("config")
+    path = str(given) if given else stack.config_path
+    running, own = stack.in_loop(
+        lambda: (_running(stack), {p for c in stack.children for p in c.spec.ports.values()})
+    )
+    cfg, plan = stack.hooks.resolve(path, frozenset(own))
+    old = stack.plan
+    # Embedded etcd and NATS: the new plan picked ports of its own for them; they stay.
+    moves = {plan.etcd_endpoints: old.etcd_endpoints} if old.by_role("etcd") else {}
+    moves |= {plan.nats_url: old.nats_url} if old.by_role("nats") else {}
+    plan = dataclasses.replace(
+        plan, processes=tuple(operations.rebase(plan.processes, moves)),
+        etcd_endpoints=old.etcd_endpoints if old.by_role("etcd") else plan.etcd_endpoints,
+        nats_url=old.nats_url if old.by_role("nats") else plan.nats_url,
+    )  # fmt: skip
+    # etcd and NATS: their settings are compared as config (Facts.infra), not as processes
+    dynamo = ("frontend", "worker")
+    specs = [r.spec for r in running if r.spec is not None and r.role in dynamo]
+    changes = operations.diff(specs, [p for p in plan.processes if p.role in dynamo])
+    refused = operations.not_live(_facts(stack.cfg, old), _facts(cfg, plan), changes)
+    source = path or "the command line and environment"
+    if refused:
+        raise ConfigError(
+            f"reload of {source}: cannot change under a running stack: {'; '.join(refused)}; "
+            "nothing was changed. To apply it: dynlaunch down, then dynlaunch up with the new "
+            "config"
+        )
+    steps = operations.reload_steps(changes, running, plan.processes, plan.backend)
+    intro = [f"{c.slot}: {c.what}" for c in changes] or ["no process changes"]
+    intro = [f"plan: {len(steps)} step(s)", *intro]
+
+    def take() -> None:  # on the loop: the new config is the run's from now on
+        stack.cfg, stack.plan, stack.config_path = cfg, plan, path
+
+    what = f"reload of {os.path.basename(path) if path else 'the config'}"
+    return Prepared(steps, what, intro=intro, before=take,
+                    nothing="nothing changed in the processes")  # fmt: skip
