@@ -473,6 +473,8 @@ class Stack:
         from launcher.supervision import rolling
 
         if self._operation is not None:
+            log.warning("dynlaunch: %s refused: busy with %s", request.payload.get("op"),
+                        self._operation_text or "an operation")  # fmt: skip
             request.reply(False, f"busy: {self._operation_text or 'an operation'}; try again "
                           "when it has ended", EXIT_FAILED)  # fmt: skip
             return

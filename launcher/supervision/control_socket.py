@@ -68,8 +68,7 @@ class Request:
         message: dict[str, Any] = {"ok": True, "message": text}
         if not ok:
             message = {"ok": False, "error": text, "code": code}
-        if self.conn is None:
-            (log.info if ok else log.error)("dynlaunch: %s", text)
+        if self.conn is None:  # SIGHUP: the operation logged its end itself
             return
         with self._lock:
             if self._open:

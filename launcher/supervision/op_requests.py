@@ -87,6 +87,7 @@ def _reload(stack: Stack, payload: dict[str, Any]) -> Prepared:
     )
     cfg, plan = stack.hooks.resolve(path, frozenset(own))
     old = stack.plan
+    facts = _facts(cfg, plan)  # before the embedded etcd and NATS URLs are kept below
     # Embedded etcd and NATS: the new plan picked ports of its own for them; they stay.
     moves = {plan.etcd_endpoints: old.etcd_endpoints} if old.by_role("etcd") else {}
     moves |= {plan.nats_url: old.nats_url} if old.by_role("nats") else {}
@@ -99,7 +100,7 @@ def _reload(stack: Stack, payload: dict[str, Any]) -> Prepared:
     dynamo = ("frontend", "worker")
     specs = [r.spec for r in running if r.spec is not None and r.role in dynamo]
     changes = operations.diff(specs, [p for p in plan.processes if p.role in dynamo])
-    refused = operations.not_live(_facts(stack.cfg, old), _facts(cfg, plan), changes)
+    refused = operations.not_live(_facts(stack.cfg, old), facts, changes)
     source = path or "the command line and environment"
     if refused:
         raise ConfigError(

@@ -173,6 +173,7 @@ def test_reload_changing_the_etcd_endpoint_is_refused_and_changes_nothing(
     assert error.startswith("dynlaunch: error: "), error
     assert "\n" not in error, error
     assert "the etcd endpoints" in error, error
+    assert "embedded -> http://127.0.0.1:2379" in error, error
     assert "dynlaunch down" in error, error
     assert "nothing was changed" in error, error
     assert {c["name"]: c["pid"] for c in launcher.status()["children"]} == pids
