@@ -251,6 +251,19 @@ def _refuse_operator_env(cfg: Config, row: Release) -> None:
 def _refuse_secrets(cfg: Config) -> None:
     """Manifests and ConfigMaps are stored in plain text: secrets belong in a Secret."""
     where = f"the Secret k8s.hf_secret ({cfg.k8s.hf_secret})" if cfg.k8s.hf_secret else "a Secret"
+    infra_secrets = (
+        ("infra.etcd.password", cfg.infra.etcd.password, "ETCD_AUTH_PASSWORD"),
+        ("infra.etcd.client_key", cfg.infra.etcd.client_key, "ETCD_AUTH_CLIENT_KEY"),
+        ("infra.nats.password", cfg.infra.nats.password, "NATS_AUTH_PASSWORD"),
+        ("infra.nats.token", cfg.infra.nats.token, "NATS_AUTH_TOKEN"),
+        ("infra.nats.client_key", cfg.infra.nats.client_key, "NATS_TLS_KEY"),
+    )
+    for key, value, var in infra_secrets:
+        if value:
+            raise ConfigError(
+                f"{key}: a secret is not rendered into manifests (stored in plain text); give "
+                f"the pods {var} from a Secret instead"
+            )
     for section, env, args in _sections(cfg):
         for key in env:
             if is_secret_name(key):
