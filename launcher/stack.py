@@ -330,7 +330,12 @@ class Stack:
         server = None
         if self.control_path is not None:
             server = control_socket.Server(self.control_path, self._on_request)
-            server.start()
+            try:
+                server.start()
+            except OSError as err:  # the stack serves on; only restart/scale/reload cannot reach it
+                log.warning("dynlaunch: no control socket at %s (%s): restart, scale and reload "
+                            "cannot reach this run", self.control_path, err)  # fmt: skip
+                server = None
         try:
             self._serve_loop()
         finally:

@@ -21,7 +21,7 @@ import os
 import socket
 import struct
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,24 @@ SOCKET_NAME = "control.sock"
 READ_TIMEOUT_S = 10.0  # a client has this long to send its request
 MAX_REQUEST = 64 * 1024
 _CRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+
+
+SUN_PATH_MAX = 107  # bytes of a Unix socket's path, its NUL not counted (Linux sockaddr_un)
+
+
+@contextlib.contextmanager
+def short_path(path: Path) -> Iterator[str]:
+    """The socket's path as bind/connect take it: a state dir deep in a tree makes it longer
+    than a Unix socket address holds (measured: a pytest tmp dir's `OSError: AF_UNIX path too
+    long`), so then its directory is opened and named through /proc/self/fd."""
+    if len(os.fsencode(str(path))) <= SUN_PATH_MAX:
+        yield str(path)
+        return
+    fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield f"/proc/self/fd/{fd}/{path.name}"
+    finally:
+        os.close(fd)
 
 
 def peer_uid(conn: socket.socket) -> int:
@@ -107,7 +125,8 @@ class Server:
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o177)  # created 0600: no moment where another user could connect
         try:
-            sock.bind(str(self.path))
+            with short_path(self.path) as where:
+                sock.bind(where)
         finally:
             os.umask(old)
         os.chmod(self.path, 0o600)
@@ -157,7 +176,8 @@ def call(path: Path, payload: dict[str, Any], on_progress: Callable[[str], None]
     final reply. Raises NotRunningError when nothing listens there."""
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        sock.connect(str(path))
+        with short_path(path) as where:
+            sock.connect(where)
     except FileNotFoundError:
         sock.close()
         raise NotRunningError(f"no control socket at {path}: is the run ready yet?") from None
