@@ -53,7 +53,7 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "unknown-probe-is-dead",
         "launcher/registrations/decide.py",
-        'if state is not Probe.REFUSED:\n            return True, f"{addr}',
+        'if state not in DEAD:\n            return True, f"{addr}',
         'if state is Probe.ANSWERS:\n            return True, f"{addr}',
         "an owner whose address could not be probed (busy, timeout) is judged dead",
         (PURE, f"{PROBE}::test_clear_keeps_a_live_lease_whose_worker_never_accepts"),
@@ -111,16 +111,20 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "port-reserved-by-another-run",
         "launcher/ports.py",
-        "                    candidate not in taken\n                    and ",
-        "                    ",
+        "                    candidate not in taken\n"
+        "                    and candidate not in ports.values()\n"
+        "                    and is_free(candidate, bind_hosts",
+        "                    candidate not in ports.values()\n"
+        "                    and is_free(candidate, bind_hosts",
         "a port reserved by another running dynlaunch is handed out again",
         (RULES,),
     ),
     Mutant(
         "port-twice-in-one-plan",
         "launcher/ports.py",
-        "                    and candidate not in ports.values()\n",
-        "",
+        "                    and candidate not in ports.values()\n"
+        "                    and is_free(candidate, bind_hosts",
+        "                    and is_free(candidate, bind_hosts",
         "one plan gives the same free port to two slots",
         ("tests/unit/test_unit_plan.py", RULES),
     ),
@@ -136,8 +140,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "secret-pattern-case-sensitive",
         "launcher/names.py",
-        '|(^|_)KEY$", re.I)',
-        '|(^|_)KEY$")',
+        '|(^|_)KEY$", re.I\n)',
+        '|(^|_)KEY$"\n)',
         "lower-case secret names (hf_token) are printed",
         (SECRETS,),
     ),
