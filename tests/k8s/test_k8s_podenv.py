@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from launcher.k8s import podenv
+from testkit.net import free_port
 
 from .test_k8s_cli import run_cli
 
@@ -67,7 +68,9 @@ def test_what_a_pod_has(
 
 
 def _plan(role: str, environ: dict[str, str], home: Path) -> dict[str, Any]:
-    result = run_cli(["plan", "mocker", "--role", role, "--json"], home, environ)
+    # a free --http-port: plan checks that the frontend's port is free (8000 may be in use here)
+    port = ["--http-port", str(free_port())]
+    result = run_cli(["plan", "mocker", "--role", role, "--json", *port], home, environ)
     assert result.returncode == 0, result.stderr
     plan: dict[str, Any] = json.loads(result.stdout)
     return plan
