@@ -220,7 +220,9 @@ _SIDES_1X = (
     "`DYN_SYSTEM_HOST=127.0.0.1`, `DYN_EVENT_PLANE_HOST=127.0.0.1`), with HOME in a "
     "temporary directory. In the clear-namespace row, `dynlaunch` is `dynlaunch "
     "clear-namespace` and `script` is `etcdctl del --prefix`, once per prefix of the "
-    "namespace (see its section)."
+    "namespace (see its section). In the rolling-restart row, both columns are dynlaunch "
+    "stacks: `dynlaunch` is `dynlaunch restart` and `script` is stop-and-start of the same "
+    "workers (see its section)."
 )
 
 
@@ -298,6 +300,12 @@ def _method(ctx: Ctx, left: int) -> list[str]:
         "one has exited; afterwards the namespace must have no key left and its neighbour NS2 "
         "must be unchanged byte for byte, or the repetition fails. History is compacted "
         "after each run.",
+        "* Rolling: both sides are the same `dynlaunch up mocker --workers 2` stack under 4 "
+        "clients (`max_tokens=8`); steady p99 over 8 s, then the operation: `dynlaunch restart` "
+        "(rolling) or each worker SIGTERMed in turn and waited for until dynlaunch has restarted "
+        "it (new pid in the status file, `running`, `/health` 200); p99 of the successful "
+        "requests that overlap the operation vs the steady p99; a request fails on a non-200 or "
+        "an exception, counted over the whole load.",
         f"* Cleanup: processes of this run left at the end (after the backstop sweep): {left}. "
         "Stacks that outlived a teardown's SIGTERM by 60 s and were SIGKILLed: "
         f"{'; '.join(ctx.forced) or 'none'}.",

@@ -38,7 +38,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # benchmarks/ and testkit/
 
-from benchmarks.comparisons import clear_namespace, failover, idle, stack_idle, startup, stop
+from benchmarks.comparisons import (
+    clear_namespace,
+    failover,
+    idle,
+    rolling,
+    stack_idle,
+    startup,
+    stop,
+)
 from benchmarks.harness import COMMAND_VAR, DYNAMO_05, PYTHON, REPO, Ctx, base_env
 from benchmarks.report import (
     Comparison,
@@ -69,6 +77,11 @@ COMPARISONS = [
         "clear-namespace",
         "clear-namespace on 10,000 stale keys vs `etcdctl del --prefix`",
         clear_namespace.run,
+    ),
+    Comparison(
+        "rolling",
+        "Rolling restart under load: failed requests, p99 vs steady, restart vs stop-and-start",
+        rolling.run,
     ),
 ]
 FAILOVER_05 = ["failover", "stack-idle"]  # what --dynamo 0.5.0 runs by default
