@@ -6,6 +6,7 @@ import http.client
 import json
 import socket
 import ssl
+from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -81,10 +82,9 @@ def not_etcd(endpoints: str) -> str | None:
     return wrong[0] if wrong else None
 
 
-def not_nats(url: str) -> str | None:
-    """Why ``url`` accepts connections but is not NATS (a NATS server greets with INFO at once);
-    None when one of them is NATS, or none accepts yet."""
-    wrong: list[str] = []
+def _nats_greetings(url: str, size: int) -> Iterator[tuple[str, bytes]]:
+    """(entry, the first bytes it sent within 2 s; b"" when none) for each entry of ``url`` that
+    accepts a connection (a NATS server greets with INFO at once)."""
     for one in (u.strip() for u in url.split(",") if u.strip()):
         parts = urlsplit(one)
         try:
@@ -92,11 +92,19 @@ def not_nats(url: str) -> str | None:
                 (parts.hostname or "127.0.0.1", parts.port or 4222), 1.0
             ) as s:
                 s.settimeout(2.0)
-                greeting = s.recv(5)
+                greeting = s.recv(size)
         except TimeoutError:
             greeting = b""
         except OSError:
             continue
+        yield one, greeting
+
+
+def not_nats(url: str) -> str | None:
+    """Why ``url`` accepts connections but is not NATS; None when one of them is NATS, or none
+    accepts yet."""
+    wrong: list[str] = []
+    for one, greeting in _nats_greetings(url, 5):
         if greeting.startswith(b"INFO"):
             return None
         said = f"it sent {greeting!r}" if greeting else "no INFO greeting within 2s"
@@ -107,16 +115,8 @@ def not_nats(url: str) -> str | None:
 def nats_info(url: str) -> dict[str, object] | None:
     """The INFO a NATS server greets with (``tls_required``, ``auth_required``, ...), from the
     first that answers; None when none does."""
-    for one in (u.strip() for u in url.split(",") if u.strip()):
-        parts = urlsplit(one)
-        try:
-            with socket.create_connection(
-                (parts.hostname or "127.0.0.1", parts.port or 4222), 1.0
-            ) as s:
-                s.settimeout(2.0)
-                line = s.recv(4096).split(b"\r\n", 1)[0]
-        except OSError:
-            continue
+    for _, greeting in _nats_greetings(url, 4096):
+        line = greeting.split(b"\r\n", 1)[0]
         if line.startswith(b"INFO "):
             try:
                 info = json.loads(line[5:])
