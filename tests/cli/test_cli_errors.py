@@ -73,13 +73,6 @@ def processes_mentioning(text: str) -> list[str]:
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def held_port() -> Iterator[int]:
     """A port this test process listens on (127.0.0.1)."""
     with kit_held_port() as port:

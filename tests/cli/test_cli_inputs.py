@@ -37,13 +37,6 @@ def assert_nothing_made(state: Path, home: Path) -> None:
     assert reservations(home) == []
 
 
-@pytest.fixture
-def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
-
-
 # name: (args, env, config file text or None, needles in the one line). {tmp}: the test's dir.
 CASES: dict[str, tuple[tuple[str, ...], Mapping[str, str], str | None, tuple[str, ...]]] = {
     "nats-port-out-of-range": (

@@ -12,13 +12,6 @@ from test_cli_errors import one_error_line, processes_mentioning, run_cli
 
 
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
-    path = tmp_path / "home"
-    path.mkdir()
-    return path
-
-
-@pytest.fixture
 def model_dir(tmp_path: Path) -> Path:
     """A local model whose config.json says 6 attention heads."""
     path = tmp_path / "m6"
