@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -66,3 +67,12 @@ def started() -> Iterator[list[Any]]:
     yield stacks
     for stack in stacks:
         stack.kill()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    """HOME (and TMPDIR) of a CLI run (tests/cli): a directory of the test's own; no real state is
+    touched."""
+    path = tmp_path / "home"
+    path.mkdir()
+    return path
