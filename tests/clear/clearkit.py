@@ -106,3 +106,31 @@ def make_streams(url: str, object_stores: list[str], streams: list[str]) -> None
             await nc.close()
 
     asyncio.run(work())
+
+
+class NatsServices:
+    """Real NATS micro services shaped like Dynamo 0.5 workers, each a child process
+    (tests/children/nats_service.py: service SERVICE, subjects SERVICE.generate-LEASE and
+    SERVICE.load_metrics-LEASE); `stop` kills them all."""
+
+    CHILD = Path(__file__).resolve().parents[1] / "children" / "nats_service.py"
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.procs: list[subprocess.Popen[str]] = []
+
+    def start(self, service: str, lease: str) -> subprocess.Popen[str]:
+        """Start one and wait until it is registered with NATS."""
+        argv = [sys.executable, str(self.CHILD), self.url, service, lease]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+        self.procs.append(proc)
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        return proc
+
+    def stop(self) -> None:
+        for proc in self.procs:
+            proc.kill()
+            proc.wait(10)
+            if proc.stdout is not None:
+                proc.stdout.close()

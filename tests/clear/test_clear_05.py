@@ -5,21 +5,17 @@ mdc/<slug> card and its object store OBJ_<slug>, and the namespace-NS-component-
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
-from clearkit import cli_json, make_streams, removed_keys
+from clearkit import NatsServices, cli_json, make_streams, removed_keys
 
 from launcher.registrations import natsjs
 from launcher.registrations.etcd import Etcd
 from testkit.etcd import Gateway, dump
 
 pytestmark = pytest.mark.integration
-CHILD = Path(__file__).resolve().parents[1] / "children" / "nats_service.py"
 
 
 def card(slug: str, name: str, nats_url: str) -> str:
@@ -51,24 +47,12 @@ def worker_05(etcd: Etcd, ns: str, name: str, lease: int) -> list[str]:
 
 
 @pytest.fixture
-def services(nats_url: str) -> Iterator[Callable[[str, int], None]]:
+def services(nats_url: str) -> Iterator[Callable[[str, int], object]]:
     """Start a real NATS micro service that serves a worker's subjects, as a live 0.5 worker
     does (tests/children/nats_service.py)."""
-    started: list[subprocess.Popen[str]] = []
-
-    def start(ns: str, lease: int) -> None:
-        argv = [sys.executable, str(CHILD), nats_url, f"{ns}_backend", f"{lease:x}"]
-        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-        started.append(proc)
-        assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "ready"
-
-    yield start
-    for proc in started:
-        proc.kill()
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    kit = NatsServices(nats_url)
+    yield lambda ns, lease: kit.start(f"{ns}_backend", f"{lease:x}")
+    kit.stop()
 
 
 @pytest.fixture
@@ -85,7 +69,7 @@ def test_05_layout_is_cleared_and_neighbours_stay(
     nats_url: str,
     ns: str,
     frontend_lease: int,
-    services: Callable[[str, int], None],
+    services: Callable[[str, int], object],
 ) -> None:
     other = f"{ns}2"
     slug, dead_slug, other_slug, orphan = f"{ns}-tiny", f"{ns}-dup", f"{ns}-other", f"{ns}-gone"
