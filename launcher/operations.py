@@ -40,14 +40,25 @@ class Step:
     start_first: bool = True
     action: str = "replace"
     spec: ProcessSpec | None = field(default=None, compare=False, repr=False)
+    gpus: tuple[str, ...] | None = None  # the replacement's GPUs (None: those of its spec)
+    names: tuple[str, ...] = ()  # "stop-all", "start-all", "ready-all": the workers (--no-rolling)
 
     def words(self) -> str:
         if self.action == "add":
             return f"add {self.name}"
+        listed = ", ".join(self.names)
+        if self.action == "stop-all":
+            return f"stop {listed} (fenced, drained together; no worker serves until they are back)"
+        if self.action == "start-all":
+            return f"start {', '.join(next_name(n) for n in self.names)} in their places"
+        if self.action == "ready-all":
+            new = ", ".join(next_name(n) for n in self.names)
+            return f"wait until {new} are registered and answer"
         if self.action == "remove":
             return f"remove {self.name} (drained first)"
         order = "new one first" if self.start_first else "stopped first"
-        return f"replace {self.name} ({order})"
+        on = f", GPUs {','.join(self.gpus)}" if self.gpus else ""
+        return f"replace {self.name} ({order}{on})"
 
 
 @dataclass(frozen=True)
@@ -77,26 +88,98 @@ def next_name(name: str) -> str:
     return f"{slot_of(name)}.g{generation(name) + 1}"
 
 
+def place(
+    old: Sequence[str], free: Sequence[str], want: Sequence[str] | None = None
+) -> tuple[bool, tuple[str, ...], list[str]]:
+    """Where an SGLang worker's replacement runs, and the GPUs free after its step: (start first,
+    its GPUs, free GPUs then). ``old``: the old worker's GPUs; ``free``: those no process holds
+    now; ``want``: the GPUs its new config asks for (reload), else the old ones' count.
+
+    Start first when its GPUs are free now: the wanted ones if all are free, else the first free
+    ones (as many as it needs). Otherwise stop first: the wanted GPUs if the old worker's and
+    the free ones cover them, else the old worker's own. Once the step is done the old worker's
+    GPUs are free and the replacement's are not: the next step of the operation (steps run one at
+    a time, each old worker stopped and reaped before the next begins) may use them."""
+    need = len(want) if want is not None else len(old)
+    free = list(free)
+    if want is not None and need and all(g in free for g in want):
+        gpus, first = tuple(want), True
+    elif need and len(free) >= need:
+        gpus, first = tuple(free[:need]), True
+    elif want is not None and all(g in free or g in old for g in want):
+        gpus, first = tuple(want), False
+    elif len(old) == need:
+        gpus, first = tuple(old), False
+    else:
+        have = ", ".join(free) or "none"
+        raise ConfigError(
+            f"the replacement needs {need} GPU(s) and only {len(old)} (its old ones) and "
+            f"{len(free)} free ({have}) can be had; nothing was changed"
+        )
+    after = [g for g in [*free, *old] if g not in gpus]
+    return first, gpus, list(dict.fromkeys(after))
+
+
 def restart_steps(
     role: str, running: Sequence[Running], backend: str, free_gpus: Sequence[str] = ()
 ) -> list[Step]:
     """The steps of `restart --role ROLE`: workers one at a time, then the frontend.
 
-    A mocker worker's replacement always starts first; an SGLang worker's only when enough GPUs
-    are free for it (else it is stopped first, and its replacement takes its GPUs). The frontend
-    is always stopped first: its HTTP port is one."""
+    A mocker worker's replacement always starts first; an SGLang worker's when enough GPUs are
+    free for it at its step (it then runs on them; the GPUs its old worker frees are free for
+    the next steps), else it is stopped first and its replacement takes its GPUs (`place`). The
+    frontend is always stopped first: its HTTP port is one."""
     if role not in ROLES:
         raise ConfigError(f"--role {role!r}: pick one of {', '.join(ROLES)}")
     steps: list[Step] = []
+    free = list(free_gpus)
     if role in ("worker", "all"):
         for child in (c for c in running if c.role == "worker"):
-            first = backend != "sglang" or len(free_gpus) >= len(child.gpus)
-            steps.append(Step(child.name, "worker", start_first=first))
+            if backend != "sglang":
+                steps.append(Step(child.name, "worker"))
+                continue
+            first, gpus, free = place(child.gpus, free)
+            steps.append(Step(child.name, "worker", start_first=first, gpus=gpus))
     if role in ("frontend", "all"):
         steps += [Step(c.name, "frontend", False) for c in running if c.role == "frontend"]
     if not steps:
         raise ConfigError(f"--role {role}: this run has no such process to restart")
     return steps
+
+
+def restart_together_steps(role: str, running: Sequence[Running]) -> list[Step]:
+    """`restart --no-rolling`: every worker stopped at once (fenced, then drained together), all
+    started again in their places (same ports and GPUs), then waited for until each is
+    registered and answers; the frontend (--role all, frontend) after them, stopped first. The
+    workers' downtime is by design: from the first step until the last is done."""
+    if role not in ROLES:
+        raise ConfigError(f"--role {role!r}: pick one of {', '.join(ROLES)}")
+    steps: list[Step] = []
+    workers = tuple(c.name for c in running if c.role == "worker")
+    if role in ("worker", "all") and workers:
+        steps += [Step("workers", "worker", False, action=a, names=workers)
+                  for a in ("stop-all", "start-all", "ready-all")]  # fmt: skip
+    if role in ("frontend", "all"):
+        steps += [Step(c.name, "frontend", False) for c in running if c.role == "frontend"]
+    if not steps:
+        raise ConfigError(f"--role {role}: this run has no such process to restart")
+    return steps
+
+
+def refusal(pod_role: str, op: str, role: str = "") -> str | None:
+    """Why operation ``op`` (restart: of ``role``) makes no sense in a pod of ``pod_role`` (`up
+    --role frontend|worker`), or None. A worker pod restarts, scales and reloads its own workers;
+    a frontend pod restarts and reloads its frontend; neither reaches the other pod's processes."""
+    if pod_role == "worker" and op == "restart" and role == "frontend":
+        return ("restart --role frontend: this is a worker pod (up --role worker): it runs no "
+                "frontend; restart it where the frontend runs (its pod's dynlaunch)")  # fmt: skip
+    if pod_role == "frontend" and op == "scale":
+        return ("scale: this is a frontend pod (up --role frontend): it runs no workers; "
+                "scale them where they run (dynlaunch scale in a worker pod)")  # fmt: skip
+    if pod_role == "frontend" and op == "restart" and role == "worker":
+        return ("restart --role worker: this is a frontend pod (up --role frontend): it runs "
+                "no workers; restart them where they run (the worker pod's dynlaunch)")  # fmt: skip
+    return None
 
 
 def port_slots(spec: ProcessSpec, name: str, start_first: bool) -> list[PortSlot]:
@@ -281,15 +364,29 @@ def not_live(old: Facts, new: Facts, changes: Sequence[Change]) -> list[str]:
 
 
 def reload_steps(
-    changes: Sequence[Change], running: Sequence[Running], new: Sequence[ProcessSpec], backend: str
+    changes: Sequence[Change],
+    running: Sequence[Running],
+    new: Sequence[ProcessSpec],
+    backend: str,
+    free_gpus: Sequence[str] = (),
 ) -> list[Step]:
-    """Changed workers replaced one at a time (new one first; SGLang stopped first), added ones
+    """Changed workers replaced one at a time (new one first; SGLang: on the GPUs its new config
+    gives it, or on other free ones, when free, else stopped first: `place`), added ones
     started, removed ones drained (highest index first), then the frontend (stopped first)."""
     by_slot = {slot_of(c.name): c for c in running}
     specs = {s.name: s for s in new}
     steps: list[Step] = []
+    free = list(free_gpus)
     for c in (c for c in changes if c.role == "worker" and c.what not in ("added", "removed")):
-        steps.append(Step(by_slot[c.slot].name, "worker", backend != "sglang", spec=specs[c.slot]))
+        old, spec = by_slot[c.slot], specs[c.slot]
+        if backend != "sglang":
+            steps.append(Step(old.name, "worker", spec=spec))
+            continue
+        try:
+            first, gpus, free = place(old.gpus, free, want=spec.gpus)
+        except ConfigError as err:
+            raise ConfigError(f"{c.slot}: {err}") from None
+        steps.append(Step(old.name, "worker", first, spec=spec, gpus=gpus))
     steps += [Step(c.slot, "worker", action="add", spec=specs[c.slot])
               for c in changes if c.role == "worker" and c.what == "added"]  # fmt: skip
     gone = [by_slot[c.slot] for c in changes if c.role == "worker" and c.what == "removed"]

@@ -21,7 +21,9 @@ Rolling = Annotated[
     bool,
     typer.Option(
         "--rolling/--no-rolling",
-        help="One worker at a time, each replacement ready before its old one stops (default).",
+        help="One worker at a time, each replacement ready before its old one stops (default). "
+        "--no-rolling: stop every worker at once, then start them all again: DOWNTIME until "
+        "they are registered and answer (requests fail meanwhile).",
     ),
 ]
 
@@ -34,15 +36,21 @@ def restart(
 ) -> None:
     """Restart the workers (or the frontend) of a running `up` without failing requests.
 
-    Each worker's replacement starts first (a mocker always; an SGLang worker is stopped first,
-    its GPUs being its replacement's), is registered in etcd and healthy; then the old one is
-    fenced, SIGTERMed and given restart.drain_s for its in-flight requests. The frontend is
-    stopped and started again; the workers keep serving and are found again. A replacement that
-    never becomes ready is rolled back (the old worker serves on): exit 3, naming the step.
+    Each worker's replacement starts first (a mocker always; an SGLang worker when enough GPUs
+    are free, on them, else it is stopped first and its replacement takes its GPUs), is
+    registered in etcd and healthy; then the old one is fenced, SIGTERMed and given
+    restart.drain_s for its in-flight requests. The frontend is stopped and started again; the
+    workers keep serving and are found again. A replacement that never becomes ready is rolled
+    back (the old worker serves on): exit 3, naming the step.
+
+    --no-rolling has a downtime by design: every worker is fenced and stopped at once (drained
+    together, restart.drain_s), then all are started again and waited for; requests fail until
+    they are back. In a worker pod (up --role worker) it restarts the pod's own workers.
 
     Examples:\n
       dynlaunch restart\n
-      dynlaunch restart --role frontend --namespace sglang
+      dynlaunch restart --role frontend --namespace sglang\n
+      dynlaunch restart --no-rolling
     """
     _call(state_dir, namespace, {"op": "restart", "role": role, "rolling": rolling})
 

@@ -36,20 +36,36 @@ def _used_gpus(stack: Stack) -> set[str]:
     return {g for c in stack.children if c.state is not State.STOPPED for g in c.spec.gpus}
 
 
+def _free_gpus(stack: Stack, used: set[str], also: tuple[str, ...] = ()) -> list[str]:
+    """SGLang: the GPUs of the run's pool (and ``also``) that no child holds now."""
+    if stack.plan.backend != "sglang":
+        return []
+    return [g for g in dict.fromkeys((*stack.hooks.gpu_pool(), *also)) if g not in used]
+
+
 def prepare(stack: Stack, payload: dict[str, Any]) -> Prepared:
     op = payload.get("op")
+    if op not in OPS:
+        raise ConfigError(f"unknown operation {op!r}; this dynlaunch knows: {', '.join(OPS)}")
+    why = operations.refusal(stack.plan.role, str(op), str(payload.get("role") or "worker"))
+    if why is not None:
+        raise ConfigError(f"{why}; nothing was changed")
     if op == "restart":
-        if payload.get("rolling", True) is not True:
-            raise ConfigError("restart --no-rolling is not supported yet; use --rolling")
-        running = stack.in_loop(partial(_running, stack))
-        steps = operations.restart_steps(str(payload.get("role") or "worker"), running,
-                                         stack.plan.backend)  # fmt: skip
-        return Prepared(steps, describe(steps))
+        return _restart(stack, payload)
     if op == "scale":
         return _scale(stack, payload)
-    if op == "reload":
-        return _reload(stack, payload)
-    raise ConfigError(f"unknown operation {op!r}; this dynlaunch knows: {', '.join(OPS)}")
+    return _reload(stack, payload)
+
+
+def _restart(stack: Stack, payload: dict[str, Any]) -> Prepared:
+    role = str(payload.get("role") or "worker")
+    running, used = stack.in_loop(lambda: (_running(stack), _used_gpus(stack)))
+    if payload.get("rolling", True) is not True:
+        steps = operations.restart_together_steps(role, running)
+        return Prepared(steps, describe(steps, rolling=False))
+    free = _free_gpus(stack, used)
+    steps = operations.restart_steps(role, running, stack.plan.backend, free)
+    return Prepared(steps, describe(steps))
 
 
 def _scale(stack: Stack, payload: dict[str, Any]) -> Prepared:
@@ -60,9 +76,7 @@ def _scale(stack: Stack, payload: dict[str, Any]) -> Prepared:
     names = {w.model: operations.slot_of(w.name).rsplit("-", 1)[0] for w in running
              if w.role == "worker"}  # fmt: skip
     model = operations.pick_model(payload.get("model"), names)
-    free: list[str] = []
-    if stack.plan.backend == "sglang":
-        free = [g for g in stack.hooks.gpu_pool() if g not in used]
+    free = _free_gpus(stack, used)
     steps = operations.scale_steps(model, count, running, stack.plan.backend, free)
     now = sum(1 for w in running if w.role == "worker" and w.model == model)
     return Prepared(steps, f"scale of {model!r} from {now} to {count} workers",
@@ -108,7 +122,10 @@ def _reload(stack: Stack, payload: dict[str, Any]) -> Prepared:
             "nothing was changed. To apply it: dynlaunch down, then dynlaunch up with the new "
             "config"
         )
-    steps = operations.reload_steps(changes, running, plan.processes, plan.backend)
+    # SGLang: GPUs free now, of the run's pool and of those the new config gives its workers
+    planned = tuple(g for p in plan.processes for g in p.gpus)
+    free = _free_gpus(stack, stack.in_loop(partial(_used_gpus, stack)), also=planned)
+    steps = operations.reload_steps(changes, running, plan.processes, plan.backend, free)
     intro = [f"{c.slot}: {c.what}" for c in changes] or ["no process changes"]
     intro = [f"plan: {len(steps)} step(s)", *intro]
 

@@ -72,6 +72,8 @@ class Runner:
         self.what = "operation"  # "restart of the workers"
         self.allocate = allocate
         self.replaced: list[str] = []
+        self._stopped: list[Child] = []  # --no-rolling: the workers stopped, then started again
+        self._started: list[Child] = []
 
     def _say(self, text: str) -> None:
         """One log line per step, also streamed to the client and shown by `status`."""
@@ -122,12 +124,15 @@ class Runner:
         if step.action == "add":
             self._add(step, where)
             return
+        if step.action in ("stop-all", "start-all", "ready-all"):
+            self._together(step, where)
+            return
         old = self.stack.child_named(step.name)
         if old is None or not old.alive:
             raise StepFailedError(f"{where}: {step.name} is not running now; nothing changed")
         if step.action == "remove":
             self._say(f"{self.what}: {where}")
-            self._stop(old, where)
+            self._stop(old, where=where)
             self.replaced.append(f"{old.name} pid={old.pid} removed")
             return
         name = operations.next_name(old.name)
@@ -138,14 +143,14 @@ class Runner:
             raise StepFailedError(f"{where}: {err}") from None
         if not step.start_first:  # in the old one's place: its ports
             ports = {f"{name}.{kind}": port for kind, port in old.spec.ports.items()}
-        spec = operations.respec(base, name, ports)
+        spec = operations.respec(base, name, ports, gpus=step.gpus)
         self._say(f"{self.what}: {where}")
         if step.start_first:
             new = self._start(spec, where)
             self._wait_ready(new, where, rollback=old)
-            self._stop(old, where)
+            self._stop(old, where=where)
         else:
-            self._stop(old, where)
+            self._stop(old, where=where)
             new = self._start(spec, where)
             self._wait_ready(new, where, rollback=None)
         self.stack.in_loop(partial(self.stack.promote, new))
@@ -166,6 +171,34 @@ class Runner:
         self._wait_ready(new, where, rollback=None, added=True)
         self.stack.in_loop(partial(self.stack.promote, new))
         self.replaced.append(f"{new.name} pid={new.pid} added")
+
+    # -- restart --no-rolling: all workers stopped together, then started again ----------------
+    def _together(self, step: Step, where: str) -> None:
+        self._say(f"{self.what}: {where}")
+        if step.action == "stop-all":
+            olds = [self.stack.child_named(n) for n in step.names]
+            gone = [n for n, c in zip(step.names, olds, strict=True) if c is None or not c.alive]
+            if gone:
+                raise StepFailedError(f"{where}: {', '.join(gone)} not running now; nothing "
+                                      "changed")  # fmt: skip
+            self._stopped = [c for c in olds if c is not None]
+            self._stop(*self._stopped, where=where)
+        elif step.action == "start-all":  # in the old ones' places: their ports and GPUs
+            for old in self._stopped:
+                name = operations.next_name(old.name)
+                ports = {f"{name}.{kind}": port for kind, port in old.spec.ports.items()}
+                self._started.append(self._start(operations.respec(old.spec, name, ports), where))
+        else:
+            waiting = list(self._started)
+            try:
+                while waiting:
+                    self._wait_ready(waiting[0], where, rollback=None)
+                    self.stack.in_loop(partial(self.stack.promote, waiting.pop(0)))
+            finally:  # one never became ready: the others are left to their restart policy too
+                for new in waiting[1:]:
+                    self.stack.in_loop(partial(self.stack.adopt, new))
+            pairs = zip(self._stopped, self._started, strict=True)
+            self.replaced += [f"{o.name} pid={o.pid} -> {n.name} pid={n.pid}" for o, n in pairs]
 
     def _start(self, spec: ProcessSpec, where: str) -> Child:
         new = self.stack.in_loop(partial(self.stack.start_replacement, spec))
@@ -216,25 +249,32 @@ class Runner:
             return all(probes.model_listed(base, m) for m in self.stack.plan.models)
         return self.stack.hooks.registered(child)
 
-    def _stop(self, old: Child, where: str) -> None:
-        """Fence, SIGTERM, SIGKILL after the drain time; wait until the loop has reaped it."""
-        if old.spec.role == "worker":
-            self.stack.hooks.on_exit(old)  # fence: revoke its lease, nothing new is routed to it
-        drain = self.stack.cfg.restart.drain_s if old.spec.role == "worker" else None
-        drain = self.stack.cfg.stop_timeout_s if drain is None else drain
-        self.stack.in_loop(partial(self.stack.retire, old))
-        fenced = "fenced, " if old.spec.role == "worker" else ""
-        self._say(f"{self.what}: {where}: {old.name} pid={old.pid} {fenced}SIGTERM; draining "
-                  f"(up to {drain:.0f}s)")  # fmt: skip
+    def _stop(self, *olds: Child, where: str) -> None:
+        """Fence, SIGTERM, SIGKILL after the drain time; wait until the loop has reaped them.
+        Several (--no-rolling): all fenced and signalled first, drained together."""
+        for old in olds:
+            if old.spec.role == "worker":
+                self.stack.hooks.on_exit(old)  # fence: revoke its lease, nothing new is routed
+        drain = max(self._drain_s(old) for old in olds)
+        for old in olds:
+            self.stack.in_loop(partial(self.stack.retire, old))
+            fenced = "fenced, " if old.spec.role == "worker" else ""
+            self._say(f"{self.what}: {where}: {old.name} pid={old.pid} {fenced}SIGTERM; draining "
+                      f"(up to {drain:.0f}s)")  # fmt: skip
         deadline = time.monotonic() + drain
-        while old.state is not State.STOPPED and time.monotonic() < deadline:
+        while any(o.state is not State.STOPPED for o in olds) and time.monotonic() < deadline:
             self._check_stopping()
             time.sleep(POLL_S)
-        if old.state is not State.STOPPED:
+        for old in (o for o in olds if o.state is not State.STOPPED):
             log.warning("%s pid=%s: still running %.0fs after SIGTERM, SIGKILL", old.name,
                         old.pid, drain)  # fmt: skip
             self.stack.in_loop(partial(self.stack.kill_group, old))
-        self._wait_gone(old)
+        for old in olds:
+            self._wait_gone(old)
+
+    def _drain_s(self, old: Child) -> float:
+        drain = self.stack.cfg.restart.drain_s if old.spec.role == "worker" else None
+        return self.stack.cfg.stop_timeout_s if drain is None else drain
 
     def _wait_gone(self, child: Child) -> None:
         while child.state not in (State.STOPPED, State.EXITED) or child.alive:
@@ -246,6 +286,7 @@ class Runner:
             raise AbortedError
 
 
-def describe(steps: Sequence[Step]) -> str:
+def describe(steps: Sequence[Step], rolling: bool = True) -> str:
     roles = sorted({s.role for s in steps}, reverse=True)  # worker, frontend
-    return f"restart of the {' and '.join(roles)}{'s' if roles == ['worker'] else ''}"
+    what = f"restart of the {' and '.join(roles)}{'s' if roles == ['worker'] else ''}"
+    return what if rolling or "worker" not in roles else f"{what}, not rolling"
