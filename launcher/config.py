@@ -195,6 +195,9 @@ class InfraConfig(_Section):
     # Embedded etcd and NATS require the credentials generated for the state dir (false: open,
     # as before, to any local user).
     auth: bool = True
+    # The embedded etcd serves TLS only and wants a client certificate (launcher.tlsfiles: a CA
+    # and certificates made once per state dir). The embedded NATS stays without TLS (warned).
+    tls: bool = False
 
 
 class DynamoConfig(_Section):

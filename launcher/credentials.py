@@ -30,6 +30,7 @@ from launcher.errors import ConfigError
 
 if TYPE_CHECKING:
     from launcher.config import EtcdConfig, NatsConfig
+    from launcher.tlsfiles import TlsMaterial
 
 FILE = "credentials.json"  # under the state dir, 0600
 ETCD_USER = "root"  # etcd enables auth only once a user named root exists
@@ -262,7 +263,9 @@ def load_or_generate(state_dir: str) -> InfraAuth:
 
 
 def write_private(file: Path, text: str) -> None:
-    """Write ``text`` into ``file`` with mode 0600 from the first byte on."""
+    """Write ``text`` into ``file`` with mode 0600 from the first byte on (its directory, when
+    made here, 0700)."""
+    file.parent.mkdir(mode=0o700, exist_ok=True)
     tmp = file.with_name(file.name + ".tmp")
     with contextlib.suppress(FileNotFoundError):
         tmp.unlink()
@@ -322,10 +325,12 @@ def for_run(
     embedded_etcd: bool,
     embedded_nats: bool,
     generate_for_embedded: bool,
+    tls: TlsMaterial | None = None,
 ) -> tuple[InfraAuth, dict[str, str], bool, list[str]]:
     """The run's credentials: the state dir's generated ones for embedded etcd/NATS (made now if
     there are none; the shell writes them), the user's for external ones. Also what Dynamo's
-    processes get of them, whether generated ones are in use, and warnings."""
+    processes get of them, whether generated ones are in use, and warnings. ``tls``: the embedded
+    etcd's certificates (`infra.tls`, launcher.tlsfiles)."""
     given, dynamo = external(environ, etcd, nats), for_dynamo(environ, etcd, nats)
     made = (
         load_or_generate(state_dir)
@@ -336,13 +341,43 @@ def for_run(
         (made.etcd if made else EtcdAuth()) if embedded_etcd else given.etcd,
         (made.nats if made else NatsAuth()) if embedded_nats else given.nats,
     )
-    env, warnings = child_env(
-        InfraAuth(
-            auth.etcd if embedded_etcd else dynamo.etcd,
-            auth.nats if embedded_nats else dynamo.nats,
-        )
-    )
+    dynamo_etcd = auth.etcd if embedded_etcd else dynamo.etcd
+    if tls is not None and embedded_etcd:
+        auth, dynamo_etcd = _with_tls(auth, tls, state_dir)
+    env, warnings = child_env(InfraAuth(dynamo_etcd, auth.nats if embedded_nats else dynamo.nats))
     return auth, env, made is not None, warnings
+
+
+def _with_tls(auth: InfraAuth, tls: TlsMaterial, state_dir: str) -> tuple[InfraAuth, EtcdAuth]:
+    """dynlaunch's own etcd login over TLS (the certificate without a common name, by path, and
+    root's password if any) and Dynamo's (PEM text of the certificate whose common name is its
+    user, and no username: Dynamo uses TLS only so)."""
+    from launcher.tlsfiles import paths
+
+    where = paths(state_dir)
+    own = EtcdAuth(auth.etcd.username, auth.etcd.password, where.ca, where.client_cert,
+                   where.client_key)  # fmt: skip
+    dynamo = EtcdAuth(ca=tls.ca, cert=tls.dynamo_cert, key=tls.dynamo_key)
+    return InfraAuth(own, auth.nats), dynamo
+
+
+def tls_warnings(tls: bool, embedded_etcd: bool, embedded_nats: bool) -> list[str]:
+    """`infra.tls` never falls back silently: one line for the NATS that stays without TLS, one
+    for an external etcd it does not apply to."""
+    if not tls:
+        return []
+    warnings = []
+    if embedded_nats:
+        warnings.append(
+            "infra.tls: the embedded NATS stays without TLS (loopback only, user and password): "
+            "Dynamo 1.4.2 and 0.5.0 cannot connect to NATS over TLS"
+        )
+    if not embedded_etcd:
+        warnings.append(
+            "infra.tls applies to the embedded etcd only: the external etcd's TLS is set by its "
+            "https:// endpoint and ETCD_AUTH_CA/CLIENT_CERT/CLIENT_KEY (infra.etcd.*)"
+        )
+    return warnings
 
 
 def for_run_record(
@@ -355,9 +390,24 @@ def for_run_record(
     state_dir = info.get("state_dir")
     made = load(str(state_dir)) if state_dir else None
     generated = info.get("generated_credentials") or []
-    if made is None:
-        return given
-    return InfraAuth(
-        made.etcd if "etcd" in generated and etcd and etcd == info.get("etcd") else given.etcd,
-        made.nats if "nats" in generated and nats and nats == info.get("nats") else given.nats,
-    )
+    own_etcd = bool(etcd) and etcd == info.get("etcd")
+    auth = given
+    if made is not None:
+        auth = InfraAuth(
+            made.etcd if "etcd" in generated and own_etcd else given.etcd,
+            made.nats if "nats" in generated and nats and nats == info.get("nats") else given.nats,
+        )
+    if state_dir and "etcd" in generated and own_etcd and str(etcd).startswith("https://"):
+        auth = InfraAuth(_run_tls(str(state_dir), auth.etcd), auth.nats)
+    return auth
+
+
+def _run_tls(state_dir: str, login: EtcdAuth) -> EtcdAuth:
+    """A running `up`'s embedded etcd over TLS (`infra.tls`): its state dir's CA and dynlaunch's
+    client certificate, with ``login``'s user and password."""
+    from launcher.tlsfiles import paths
+
+    where = paths(state_dir)
+    if not os.path.exists(where.client_cert):
+        return login
+    return EtcdAuth(login.username, login.password, where.ca, where.client_cert, where.client_key)

@@ -10,7 +10,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from launcher import gpus as gpu_slicing
 from launcher.compat import MOCKER_ENGINE_ARGS_FILE, Compat, for_version
@@ -20,6 +20,9 @@ from launcher.credentials import InfraAuth, to_text
 from launcher.errors import ConfigError
 from launcher.models import ModelSpec, model_specs, router_mode
 from launcher.names import is_secret_flag, is_secret_name
+
+if TYPE_CHECKING:
+    from launcher.tlsfiles import TlsMaterial
 
 SYSTEM_PORT_MAX = 32767  # Dynamo parses DYN_SYSTEM_PORT as a signed 16-bit number
 
@@ -53,6 +56,8 @@ class Host:
     auth: InfraAuth = field(default_factory=InfraAuth)
     infra_env: Mapping[str, str] = field(default_factory=dict)
     generated_auth: bool = False  # ``auth`` holds the state dir's generated credentials
+    # infra.tls: the embedded etcd's CA and certificates (the shell writes them under STATE/tls/)
+    tls: TlsMaterial | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -72,13 +77,20 @@ class ProcessSpec:
             "name": self.name,
             "role": self.role,
             "argv": mask_argv(self.argv),
-            "env": {
-                k: ("***" if is_secret_name(k) else mask_userinfo(v)) for k, v in self.env.items()
-            },
+            "env": {k: _shown_env(k, v) for k, v in self.env.items()},
             "gpus": list(self.gpus),
             "ports": dict(self.ports),
             **({"model": self.model} if self.model else {}),
         }
+
+
+def _shown_env(name: str, value: str) -> str:
+    """A secret's value as ***; PEM text (infra.tls: a certificate, or a key) as its kind only."""
+    if is_secret_name(name):
+        return "***"
+    if value.lstrip().startswith("-----BEGIN"):
+        return "*** (PEM text)"
+    return mask_userinfo(value)
 
 
 @dataclass(frozen=True)
@@ -247,7 +259,8 @@ def build_plan(cfg: Config, backend: str, host: Host, role: str = "all") -> Plan
     """Role `all`: the whole stack on one host, every socket on loopback. Role `frontend` or
     `worker` (a pod of a multi-host deployment): only those processes, with the etcd/NATS the
     environment gives, and Dynamo's own address choices (the pod's IP) left alone."""
-    etcd = host.etcd_endpoints or f"http://127.0.0.1:{host.ports['etcd.client']}"
+    scheme = "https" if host.tls is not None else "http"
+    etcd = host.etcd_endpoints or f"{scheme}://127.0.0.1:{host.ports['etcd.client']}"
     nats = host.nats_url or f"nats://127.0.0.1:{host.ports['nats.client']}"
     procs: list[ProcessSpec] = []
     if host.etcd_endpoints is None:
@@ -314,14 +327,19 @@ def nats_config(host: Host) -> str:
 def _secret_files(host: Host) -> tuple[tuple[str, str], ...]:
     """The generated credentials (reused by the next `up` of this state dir) and nats-server's
     config, which holds its user and password: never on its command line."""
+    tls: tuple[tuple[str, str], ...] = ()
+    if host.tls is not None and host.etcd_endpoints is None:
+        from launcher.tlsfiles import files as tls_files
+
+        tls = tls_files(host.state_dir, host.tls)  # the embedded etcd's CA, certificates, keys
     if not host.generated_auth:
-        return ()
+        return tls
     files = [(os.path.join(host.state_dir, CREDENTIALS_FILE), to_text(host.auth))]
     nats = host.auth.nats
     if host.nats_url is None and nats.username and nats.password:
         users = f'  user: "{nats.username}"\n  password: "{nats.password}"\n'
         files.append((nats_config(host), f"authorization {{\n{users}}}\n"))
-    return tuple(files)
+    return (*files, *tls)
 
 
 def mocker_engine_args(host: Host, spec: ModelSpec | None = None) -> str:
@@ -339,8 +357,9 @@ def _bracket(host: str) -> str:
 def _etcd(cfg: Config, host: Host) -> ProcessSpec:
     client, peer = host.ports["etcd.client"], host.ports["etcd.peer"]
     name = f"dynlaunch-{cfg.namespace}"
-    client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
-    argv = (
+    scheme = "https" if host.tls is not None else "http"
+    client_url, peer_url = f"{scheme}://127.0.0.1:{client}", f"{scheme}://127.0.0.1:{peer}"
+    argv: tuple[str, ...] = (
         host.etcd_binary,
         "--name", name,
         "--data-dir", os.path.join(host.state_dir, "infra", "etcd"),  # statedir.INFRA_DIR
@@ -351,6 +370,14 @@ def _etcd(cfg: Config, host: Host) -> ProcessSpec:
         "--initial-cluster", f"{name}={peer_url}",
         "--log-level", "warn",
     )  # fmt: skip
+    if host.tls is not None:  # paths only: the files are 0600 under STATE/tls/
+        from launcher.tlsfiles import paths
+
+        where = paths(host.state_dir)
+        for side in ("", "peer-"):  # the peer port too: it takes only this CA's certificates
+            argv += (f"--{side}cert-file", where.server_cert, f"--{side}key-file",
+                     where.server_key, f"--{side}client-cert-auth",
+                     f"--{side}trusted-ca-file", where.ca)  # fmt: skip
     return ProcessSpec(
         "etcd", "etcd", argv, {}, ports={"client": client, "peer": peer},
         health_url=f"{client_url}/health",

@@ -122,11 +122,18 @@ def resolve_plan(
         states_root(environ) / (cfg.namespace + ("" if role == "all" else f"-{role}"))
     )
     check_state_dir(state_dir, "state_dir (--state-dir)" if cfg.state_dir else "the state dir")
+    tls = None
+    if cfg.infra.tls and etcd is None:  # made once per state dir; the shell writes them
+        from launcher import tlsfiles
+
+        tls = tlsfiles.load_or_generate(state_dir)
     auth, infra_env, generated, auth_warnings = credentials.for_run(
         environ, cfg.infra.etcd, cfg.infra.nats, state_dir=state_dir, embedded_etcd=etcd is None,
-        embedded_nats=nats is None, generate_for_embedded=cfg.infra.auth,
+        embedded_nats=nats is None, generate_for_embedded=cfg.infra.auth, tls=tls,
     )  # fmt: skip
     warnings += auth_warnings
+    if role == "all":
+        warnings += credentials.tls_warnings(cfg.infra.tls, etcd is None, nats is None)
     system_port0 = environ.get("DYN_SYSTEM_PORT") if role == "worker" else None
     slots = port_slots(
         cfg,
@@ -155,6 +162,7 @@ def resolve_plan(
         auth=auth,
         infra_env=infra_env,
         generated_auth=generated,
+        tls=tls,
     )
     the_plan = build_plan(cfg, backend, host, role)
     specs = model_specs(cfg)

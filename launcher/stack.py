@@ -230,7 +230,9 @@ class Stack:
             self.hooks.on_change(self.children)
             for child in group:
                 if child.spec.health_url is not None:
-                    probe = partial(probes.http_ok, child.spec.health_url)
+                    https = child.spec.health_url.startswith("https:")  # infra.tls's etcd
+                    verify = probes.etcd_verify() if https else True
+                    probe = partial(probes.http_ok, child.spec.health_url, verify)
                     self._wait(f"{child.name} health ({child.spec.health_url})", probe, deadline)
                 if child.spec.role == "etcd" and not fresh:
                     self.hooks.etcd_ready()

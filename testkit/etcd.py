@@ -74,7 +74,8 @@ class Gateway:
         if url is None:
             url = str(json.loads((state_dir / "launcher.json").read_text())["etcd"])
         login = run_credentials(state_dir)["etcd"]
-        return cls(url, user=login["username"], password=login["password"])
+        verify = run_tls(state_dir) if url.startswith("https:") else True
+        return cls(url, user=login["username"], password=login["password"], verify=verify)
 
     def call(self, path: str, body: Mapping[str, Any]) -> dict[str, Any]:
         resp = httpx.post(
@@ -158,6 +159,15 @@ def run_credentials(state_dir: Path) -> dict[str, dict[str, str]]:
     data = json.loads((state_dir / "credentials.json").read_text())
     assert isinstance(data, dict)
     return data
+
+
+def run_tls(state_dir: Path, stem: str = "client") -> ssl.SSLContext:
+    """A TLS client of a run's embedded etcd with `infra.tls`: its CA (STATE/tls/ca.pem) and the
+    certificate ``stem`` (client: no common name, for the JSON gateway; dynamo: CN root)."""
+    tls = state_dir / "tls"
+    ctx = ssl.create_default_context(cafile=str(tls / "ca.pem"))
+    ctx.load_cert_chain(str(tls / f"{stem}.pem"), str(tls / f"{stem}.key"))
+    return ctx
 
 
 def run_gateway(state_dir: Path, url: str | None = None) -> Gateway:

@@ -342,10 +342,12 @@ def _with_etcd_auth(plan: Plan, then: Callable[[], None]) -> Callable[[], None]:
 
     def ready() -> None:
         if plan.etcd_auth and plan.auth.etcd.username and plan.auth.etcd.password:
-            from launcher.credentials import EtcdAuth
+            from dataclasses import replace
+
             from launcher.registrations.etcd import Etcd
 
-            with Etcd(plan.etcd_endpoints, auth=EtcdAuth()) as etcd:  # no auth yet: no login
+            no_login = replace(plan.auth.etcd, username=None, password=None)  # TLS files only
+            with Etcd(plan.etcd_endpoints, auth=no_login) as etcd:  # no auth yet: no login
                 etcd.enable_auth(plan.auth.etcd.username, plan.auth.etcd.password)
         then()
 
