@@ -36,9 +36,10 @@ class Compat:
     # With --router-mode kv, a request whose worker dies is migrated to another worker. Measured
     # (2 workers, 4 clients, one SIGKILLed; round-robin: 0 failed on both lines): 1.4.2 no, its KV
     # router re-books the same request id and fails it ("failed to book scheduler state: Request
-    # ... already exists"; ai-dynamo/dynamo#11647), 18-36 of ~650 failed; 0.5.0 no, its frontend
-    # task panics ("called `Option::unwrap()` on a `None` value"), 0-2 of ~200 failed in 4 runs.
-    # `auto` picks kv only on a line where this holds.
+    # ... already exists"; ai-dynamo/dynamo#11647), 2-36 of ~650 failed; 0.5.0 no, its frontend
+    # task panics ("called `Option::unwrap()` on a `None` value"), 0-2 of ~200 failed in 4 runs;
+    # 1.6.1 yes: 0 of ~690 in each of 3 runs (1.5.x and 1.6.0 not measured: taken as 1.4.2 and
+    # 1.6.1). `auto` picks kv only on a line where this holds.
     kv_router_migrates: bool
 
     @property
@@ -89,8 +90,11 @@ _V1 = Compat(
 
 def for_version(version: str) -> Compat:
     """The line of ``version``: before 0.5 only `dynamo.sglang.worker` exists; 0.6 dropped that
-    alias; 1.0 brought the v1 layout, TCP request plane and settable ports."""
+    alias; 1.0 brought the v1 layout, TCP request plane and settable ports; 1.6's KV router
+    migrates a dead worker's requests."""
     major, minor = parse(version)
+    if (major, minor) >= (1, 6):
+        return replace(_V1, kv_router_migrates=True)
     if major >= 1:
         return _V1
     if minor < 5:

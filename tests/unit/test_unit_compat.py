@@ -224,3 +224,18 @@ def test_registered_counts_one_model_of_one_namespace() -> None:
     ]
     assert card05.registered(entries, "dyn", "tiny") == 2
     assert card05.registered(entries, "dyn", "none") == 0
+
+
+@pytest.mark.parametrize(
+    ("version", "migrates"),
+    [("0.5.0", False), ("1.4.2", False), ("1.5.1", False), ("1.6.0", True), ("1.6.1", True)],
+)
+def test_auto_router_is_kv_only_where_kv_migrates(version: str, migrates: bool) -> None:
+    """auto with 2 workers: kv where a dead worker's requests still migrate under kv (measured
+    1.6.1), round-robin where they fail (1.4.2, 0.5.0); one worker: round-robin everywhere."""
+    assert compat.for_version(version).kv_router_migrates is migrates
+    two = plan_for("mocker", version, {"workers": {"count": 2}})
+    assert two.router_mode == ("kv" if migrates else "round-robin")
+    assert plan_for("mocker", version, {"workers": {"count": 1}}).router_mode == "round-robin"
+    frontend = two.by_role("frontend")[0].argv
+    assert frontend[frontend.index("--router-mode") + 1] == two.router_mode
