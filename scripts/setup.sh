@@ -2,8 +2,9 @@
 # One-time, idempotent set-up on a fresh Debian/Ubuntu machine:
 #   etcd and nats-server (Debian packages) if missing; .venv with dynlaunch, the pinned ai-dynamo
 #   (1.4.2: installs offline from PyPI, no `aisimulate`) and the dev tools; the tiny offline model.
-# `--dynamo VERSION` (e.g. 0.5.0) instead creates .venv-dynamo-VERSION: dynlaunch (editable) and
-#   ai-dynamo==VERSION, for the tests of another Dynamo line (scripts/test.sh runs them when it exists).
+# `--dynamo VERSION` (e.g. 0.5.0, 1.6.1) instead creates .venv-dynamo-VERSION: dynlaunch (editable)
+#   and ai-dynamo==VERSION (1.5+ without aisimulate), for the tests of another Dynamo line
+#   (scripts/test.sh runs them when it exists).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,7 +28,18 @@ python=${PYTHON:-python3}
 if [ -n "$dynamo" ]; then
   venv=".venv-dynamo-$dynamo"
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -e . "ai-dynamo==$dynamo" tokenizers  # tokenizers: the tiny model
+  pip=("$venv/bin/python" -m pip install -q --disable-pip-version-check)
+  case "$dynamo" in
+    0.*|1.[0-4].*) "${pip[@]}" -e . "ai-dynamo==$dynamo" tokenizers ;;  # tokenizers: the tiny model
+    *)  # 1.5+ requires aisimulate, a PyPI stub that downloads from pypi.nvidia.com (no network
+        # there in CI); only the planner and profiler import it. Its other requirements, then it.
+      wheels=$(mktemp -d)
+      "$venv/bin/python" -m pip download -q --disable-pip-version-check --no-deps -d "$wheels" "ai-dynamo==$dynamo"
+      mapfile -t reqs < <("$venv/bin/python" scripts/wheel_requires.py "$wheels"/ai_dynamo-*.whl aisimulate)
+      "${pip[@]}" -e . tokenizers "${reqs[@]}"
+      "${pip[@]}" --no-deps "$wheels"/ai_dynamo-*.whl
+      rm -rf "$wheels" ;;
+  esac
   "$venv/bin/python" scripts/make_tiny_model.py
   echo "setup: done; $venv has dynlaunch and ai-dynamo==$dynamo"
   exit 0

@@ -1,0 +1,31 @@
+"""The Dynamo 1.6 leg: tests against the real ai-dynamo 1.6.1 runtime in the venv that
+DYNLAUNCH_DYNAMO16_VENV names (`bash scripts/setup.sh --dynamo 1.6.1` makes .venv-dynamo-1.6.1;
+dynlaunch runs from .venv, Dynamo's processes from that venv through `dynamo.python`):
+
+    DYNLAUNCH_DYNAMO16_VENV=.venv-dynamo-1.6.1 .venv/bin/python -m pytest tests/dynamo16
+
+Without the variable these tests are skipped (the 1.4.2 leg collects this folder too)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_VAR = "DYNLAUNCH_DYNAMO16_VENV"
+sys.path.insert(0, str(REPO / "tests" / "integration"))  # launcher_run, shared with the 1.4 leg
+
+
+@pytest.fixture(scope="session")
+def dynamo16_python() -> Path:
+    """The 1.6 venv's interpreter; skips without the variable."""
+    venv = os.environ.get(VENV_VAR)
+    if not venv:
+        pytest.skip(f"the Dynamo 1.6 leg runs with {VENV_VAR} set (see tests/dynamo16/conftest.py)")
+    python = (REPO / venv / "bin" / "python").absolute()
+    if not python.is_file():
+        pytest.fail(f"{VENV_VAR}={venv}: no {python}; run bash scripts/setup.sh --dynamo 1.6.1")
+    return python
