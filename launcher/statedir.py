@@ -100,6 +100,7 @@ class StateDir:
         self._status_failing = False  # status.json could not be written (disk full): warned
         self._children: list[Child] = []  # as last written
         self.operation: dict[str, object] | None = None  # `dynlaunch restart` in flight
+        self._info: dict[str, object] | None = None  # launcher.json as last written
 
     @property
     def control_socket(self) -> Path:
@@ -210,6 +211,7 @@ class StateDir:
             ],
         }
         _write_atomic(self.root / "launcher.json", info)
+        self._info = info
         for path, text in plan.secret_files:  # credentials, nats-server's config: 0600
             credentials.write_private(Path(path), text)
         for path, text in plan.files:  # the plan's files (0.5's mocker engine args), before a start
@@ -249,6 +251,25 @@ class StateDir:
         if self._status_failing:
             log.warning("dynlaunch: writing %s again", self.root / "status.json")
         self._status_failing = False
+        self._record_workers(children)
+
+    def _record_workers(self, children: list[Child]) -> None:
+        """launcher.json's workers of each model as they are now: `scale` adds and removes them,
+        `restart` renames them (worker-0.g2); rewritten only when they changed."""
+        models = self._info.get("models") if self._info is not None else None
+        if self._info is None or not isinstance(models, dict):
+            return
+        now = {
+            model: about | {"workers": [c.name for c in children
+                                        if c.spec.role == "worker" and c.spec.model == model]}
+            for model, about in models.items()
+        }  # fmt: skip
+        if now == models:
+            return
+        info = self._info | {"models": now}
+        with contextlib.suppress(OSError):  # a full disk: status.json's warning says it
+            _write_atomic(self.root / "launcher.json", info)
+            self._info = info
 
     @property
     def pid_file(self) -> Path:

@@ -58,6 +58,15 @@ def _cmdline(pid: int) -> list[str]:
     return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
 
 
+def _counts_show(launcher: Launcher, names: list[str]) -> None:
+    """launcher.json lists the model's workers as they run now, and `status` counts them."""
+    recorded = launcher.info()["models"]
+    assert isinstance(recorded, dict)
+    assert recorded["tiny"]["workers"] == names, recorded
+    report = launcher.status()["models"][0]
+    assert (report["workers"], report["running"], report["instances"]) == (len(names),) * 3
+
+
 def _more_requests(load: Load, n: int = 10) -> None:
     after = len(load.results)
     poll_for(lambda: len(load.results) >= after + n, 120, f"{n} more requests")
@@ -79,6 +88,7 @@ def test_scale_1_to_3_to_1_under_load_fails_no_request(
         assert procs.ppid(workers[name]) == launcher.proc.pid  # /proc: live children of the run
         assert f"{name} pid={workers[name]} added" in up.stdout, up.stdout
     assert _instances(launcher) == 3  # registered before the command reported them
+    _counts_show(launcher, ["worker-0", "worker-1", "worker-2"])
     # the frontend routes to the new ones: their own counters grow
     for name in ("worker-1", "worker-2"):
         poll_for(partial(_serves, launcher, name), 60, f"{name} serving")
@@ -88,6 +98,7 @@ def test_scale_1_to_3_to_1_under_load_fails_no_request(
     assert down.stdout.index("remove worker-2") < down.stdout.index("remove worker-1"), down.stdout
     assert _instances(launcher) == 1
     assert _workers(launcher) == {"worker-0": first}
+    _counts_show(launcher, ["worker-0"])
     for name in ("worker-1", "worker-2"):
         assert procs.state(workers[name]) is None  # stopped and reaped
     _more_requests(load)
