@@ -1,5 +1,6 @@
-"""`bench prefix --compare-router`: the routing workload on one fresh stack per router mode, at
-each concurrency level, and the frontend's router counters over each run."""
+"""`bench prefix --compare-router`: the routing workload under each router mode on one stack (the
+frontend is restarted between modes, by reload), at each concurrency level, and the frontend's
+router counters over each run."""
 
 from __future__ import annotations
 
@@ -32,32 +33,38 @@ class Workload:
 
 def compare(
     backend: str,
+    config: str | None,
     up_args: list[str],
     model: str | None,
     work: Workload,
     environ: Mapping[str, str],
     modes: Sequence[str] = MODES,
 ) -> dict[str, Any]:
-    """Every (mode, level) run: its summary, its samples and the router counters' change. The
-    same prompts in every mode (one seed); another salt per level, so that a level finds nothing
-    of the last one cached."""
+    """Every (mode, level) run: its summary, its samples and the router counters' change. One
+    order of requests in every mode (one seed); prompts of their own per mode and level, so that
+    a run finds nothing of an earlier one cached (the workers keep theirs across modes)."""
     runs: list[dict[str, Any]] = []
     report: dict[str, Any] = {"backend": backend, "workload": asdict(work), "runs": runs}
     workdir = Path(tempfile.mkdtemp(prefix="dynlaunch-compare-router-"))
-    for mode in modes:
-        with stacks.stack(backend, mode, up_args, workdir, environ) as info:
-            chosen = model or str(info["model"])
-            names = stacks.worker_names(info)
+    configs = [stacks.mode_config(workdir, config, mode) for mode in modes]
+    with stacks.stack(backend, configs[0], up_args, workdir, environ) as info:
+        chosen = model or str(info["model"])
+        report["model"] = chosen
+        for mode, mode_config in zip(modes, configs, strict=True):
+            if mode_config is not configs[0]:
+                stacks.switch(info, mode_config, chosen)
+            names = stacks.worker_names(info)  # SGLang workers are new under kv
             bench = Bench(str(info["url"]), chosen, work.max_tokens, nvext=True)
             try:
                 per_word = bench.prompt_tokens(words(200, seed=7)) / 200
                 count = max(1, round(work.prefix_tokens / per_word))
-                report |= {"model": chosen, "prefix_words": count}
+                report["prefix_words"] = count
                 for level in work.levels:
                     before = bench.metrics(ROUTER_METRICS)
                     samples = routing.run_level(
                         bench, words_per_prompt=count, groups=work.groups,
                         per_group=work.per_group, concurrency=level, seed=f"{work.seed}.{level}",
+                        text=f"{work.seed}.{level}.{mode}",
                     )  # fmt: skip
                     after = bench.metrics(ROUTER_METRICS)
                     runs.append({

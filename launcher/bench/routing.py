@@ -3,7 +3,8 @@
 One workload, run once per router mode: ``groups`` groups of requests share one long system prompt
 each; the first request of every group goes first (in group order), then the others in one
 shuffled order (fixed by the seed: the same in every mode; a fixed order would let round-robin
-pin a group by the parity of its slot). Every request asks Dynamo which worker served it
+pin a group by the parity of its slot), with prompts of its own per mode (the workers keep the last
+mode's cache). Every request asks Dynamo which worker served it
 (`nvext.extra_fields`). A *cache miss* is a request that landed on a worker that had not yet
 finished a request of its group when it was sent: the worker cannot have had its prefix. The
 summary is pure.
@@ -43,19 +44,23 @@ def run_level(
     per_group: int,
     concurrency: int,
     seed: int | str,
+    text: int | str | None = None,
 ) -> list[Sample]:
-    """The workload once at ``concurrency``; each sample with the time it was sent."""
+    """The workload once at ``concurrency``; each sample with the time it was sent. ``seed``
+    fixes the order, ``text`` (default: the seed) the prompts' words: the same order with other
+    words finds nothing of an earlier run cached."""
     cold, warm = schedule(groups, per_group, seed)
+    salt = seed if text is None else text
     # Untimed, as long as the others and sharing nothing with them (see prefix.run).
     bench.send(
-        Request("warm-up", -1, "Warm-up: what comes next?"), words(words_per_prompt, f"{seed}/-1")
+        Request("warm-up", -1, "Warm-up: what comes next?"), words(words_per_prompt, f"{salt}/-1")
     )
     began = time.monotonic()
 
     def one(req: Request) -> Sample:
         sent = time.monotonic() - began
         return replace(
-            bench.send(req, words(words_per_prompt, f"{seed}/{req.prefix}")), sent_s=sent
+            bench.send(req, words(words_per_prompt, f"{salt}/{req.prefix}")), sent_s=sent
         )
 
     samples: list[Sample] = []

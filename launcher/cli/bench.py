@@ -54,9 +54,9 @@ def bench_prefix(
         bool,
         typer.Option(
             "--compare-router",
-            help="Start a stack (`dynlaunch up`) per router mode, round-robin then kv, and run "
-            "the same shared-prefix workload on each: where each group went, cache misses, "
-            "the router's hit rate, TTFT.",
+            help="Start a stack (`dynlaunch up`) with round-robin routing, run a shared-prefix "
+            "workload, reload it with kv (only the frontend restarts), run it again: where each "
+            "group went, cache misses, the router's hit rate, TTFT.",
         ),
     ] = False,
     backend: Annotated[str, typer.Option(help="With --compare-router: up's backend.")] = "mocker",
@@ -75,7 +75,8 @@ def bench_prefix(
 ) -> None:
     """Prefix-cache effect: TTFT of cold (first of a shared prefix), warm (shared prefix) and
     control (nothing shared) requests, cached tokens, and the server's own counters. With
-    --compare-router: KV-aware against round-robin routing, each on a fresh stack.
+    --compare-router: KV-aware against round-robin routing on one stack of its own, whose
+    frontend is restarted in between.
 
     Examples:\n
       dynlaunch bench prefix\n
@@ -139,9 +140,9 @@ def _compare(
     from launcher.bench import compare, view
 
     per_group = max(2, (requests or groups * 6) // groups)
-    argv = [*(["--config", config] if config else []), "--workers", str(workers), *up_args]
+    argv = ["--workers", str(workers), *up_args]
     work = compare.Workload(prefix_tokens, groups, per_group, levels, max_tokens, seed)
-    report = compare.compare(backend, argv, model, work, os.environ)
+    report = compare.compare(backend, config, argv, model, work, os.environ)
     typer.echo(json.dumps(report, indent=2) if as_json else view.render_compare(report))
 
 

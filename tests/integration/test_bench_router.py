@@ -1,11 +1,13 @@
-"""`dynlaunch bench prefix --compare-router` against real stacks (etcd, NATS, frontend, 2 mockers):
-KV-aware routing keeps a shared prefix on one worker, round-robin scatters it."""
+"""`dynlaunch bench prefix --compare-router` against a real stack (etcd, NATS, frontend, 2 mockers)
+whose frontend is restarted from round-robin to kv: KV-aware routing keeps a shared prefix on one
+worker, round-robin scatters it."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -65,10 +67,18 @@ def test_kv_pins_each_group_and_misses_less_than_round_robin(tmp_path: Path) -> 
         assert runs["kv"]["summary"]["misses"] == misses["kv"]
         assert runs["round-robin"]["summary"]["misses"] == misses["rr"]
         assert runs["kv"]["summary"]["pinned"] == 6
+        # Only the frontend was restarted between the modes (the launcher's lifecycle lines):
+        # one start of each worker, a second frontend (frontend.g2) for kv.
+        work = Path(report["logs"])
+        up_log = (work / "up.log").read_text()
+        starts = re.findall(r"^\S+ (\S+) pid=\d+: started", up_log, re.M)
+        assert sorted(starts) == sorted(["etcd", "nats", "frontend", "worker-0", "worker-1",
+                                         "frontend.g2"]), starts  # fmt: skip
         # Independently of the responses' nvext: each frontend logged choosing exactly these
         # workers, in this order, in its own router mode; both workers served in both modes.
+        logs = {"round-robin": "frontend.log", "kv": "frontend.g2.log"}
         for mode, run in runs.items():
-            chosen = selections(Path(report["logs"]) / mode / "logs" / "frontend.log", mode)
+            chosen = selections(work / "stack" / "logs" / logs[mode], mode)
             assert chosen[-30:] == [s["worker"] for s in run["samples"]], mode
             assert len({s["worker"] for s in run["samples"]}) == 2, mode
             assert sorted(run["workers"]) == ["worker-0", "worker-1"]
@@ -82,6 +92,6 @@ def test_kv_pins_each_group_and_misses_less_than_round_robin(tmp_path: Path) -> 
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(10)
-        for record in tmp_path.glob("dynlaunch-compare-router-*/*/launcher.json"):
+        for record in tmp_path.glob("dynlaunch-compare-router-*/stack/launcher.json"):
             with contextlib.suppress(OSError, ValueError, KeyError):
                 procs.kill_run(None, str(json.loads(record.read_text())["run_id"]))
