@@ -69,7 +69,9 @@ class Hooks:
     # why a child that ended during start-up may have (what was checked), or None
     explain_exit: Callable[[Child], str | None] = lambda _child: None
     dynamo_stopped: Callable[[], None] = _nothing  # workers and frontend are down, infra is up
-    registered: Callable[[Child], bool] = lambda _child: True  # a replacement worker is in etcd
+    # a replacement (or added) worker is in etcd; the int: how many other workers of its model
+    # serve now (Dynamo 0.5 counts its model's entries against it)
+    registered: Callable[[Child, int], bool] = lambda _child, _serving: True
     on_operation: Callable[[str | None], None] = lambda _text: None  # e.g. the status file
     # free ports for a replacement's slots (ports.allocate_more), by slot name
     allocate: Callable[[Any, str], dict[str, int]] = lambda _slots, _seed: {}

@@ -134,15 +134,16 @@ class Coordination:
         except DynlaunchError as err:  # etcd down: the lease expires on its own
             log.warning("%s pid=%s: could not fence: %s", child.name, child.pid, err)
 
-    def registered(self, child: Child) -> bool:
-        """A replacement worker (`dynlaunch restart`) has registered its generate instance: 1.x,
-        an instance at its own RPC port; 0.5 (no RPC port), as many model entries of its model
-        as it has live workers (the old one and itself)."""
+    def registered(self, child: Child, serving: int | None = None) -> bool:
+        """A replacement or added worker (`dynlaunch restart`, `scale`) has registered its
+        generate instance: 1.x, an instance at its own RPC port; 0.5 (no RPC port), more model
+        entries of its model than the ``serving`` other workers of its model (the old one during
+        a restart) have; ``serving`` None: as many as the start planned."""
+        expected = self.workers.get(child.spec.model, 0) if serving is None else serving
         try:
             if self.compat.fence_by == "nats-subject" or child.spec.ports.get("rpc") is None:
-                return card05.count_registered(self.etcd, self.namespace, child.spec.model) > (
-                    self.workers.get(child.spec.model, 0)
-                )
+                found = card05.count_registered(self.etcd, self.namespace, child.spec.model)
+                return found > expected
             port = child.spec.ports["rpc"]
             lease = lock.lease_of_rpc_port(self.etcd, self.namespace, port, self.rpc_host)
             return lease is not None

@@ -247,7 +247,8 @@ class Runner:
         if child.spec.role == "frontend":
             base = self.stack.plan.url
             return all(probes.model_listed(base, m) for m in self.stack.plan.models)
-        return self.stack.hooks.registered(child)
+        serving = self.stack.in_loop(partial(_serving, self.stack, child))
+        return self.stack.hooks.registered(child, serving)
 
     def _stop(self, *olds: Child, where: str) -> None:
         """Fence, SIGTERM, SIGKILL after the drain time; wait until the loop has reaped them.
@@ -284,6 +285,12 @@ class Runner:
     def _check_stopping(self) -> None:
         if self.stack.stopping.is_set():
             raise AbortedError
+
+
+def _serving(stack: Stack, child: Child) -> int:
+    """How many other workers of ``child``'s model serve now (running, not being replaced)."""
+    return sum(1 for c in stack.children if c is not child and c.spec.role == "worker"
+               and c.spec.model == child.spec.model and c.state is State.RUNNING)  # fmt: skip
 
 
 def describe(steps: Sequence[Step], rolling: bool = True) -> str:
