@@ -11,6 +11,7 @@ import hashlib
 import http.client
 import json
 import os
+import signal
 import ssl
 import stat
 import subprocess
@@ -153,8 +154,19 @@ def test_up_with_tls_serves_and_its_etcd_wants_the_generated_client_certificate(
     done = _cli(home, "clear-namespace", "--namespace", ns, "--state-dir", str(state))
     assert done.returncode == 0, done.stdout + done.stderr
     assert all(gateway.get(key) is None for key in stale)
-    poll_for(lambda: chat_ok(port), 30, "a chat completion after the clear")
-    assert launcher.stop() == 0, launcher.dump()
+    # Fencing: a SIGKILLed worker's lease is revoked by dynlaunch over TLS (gone in etcd).
+    assert gateway.get(f"dynlaunch/locks/{ns}") is not None  # the lock, taken over TLS
+    os.kill(launcher.child_pid("worker-0"), signal.SIGKILL)
+    poll_for(lambda: launcher.stderr_has("fenced: revoked its etcd lease"), 60, "the fence")
+    line = next(x for x in launcher.err if "fenced: revoked its etcd lease" in x)
+    fenced = int(line.rsplit(" ", 1)[1], 16)
+    assert int(gateway.call("/v3/lease/timetolive", {"ID": str(fenced)}).get("TTL", -1)) == -1
+    poll_for(lambda: chat_ok(port), 60, "a chat completion from the restarted worker")
+    # `down`: the launcher stops and releases its lock over TLS without a complaint.
+    down = _cli(home, "down", "--state-dir", str(state))
+    assert down.returncode == 0, _output(down)
+    assert launcher.wait(60) == 0, launcher.dump()
+    assert not any("could not release" in line for line in launcher.err), launcher.dump()
 
 
 def test_a_second_up_reuses_the_certificates_and_no_key_shows_anywhere(
