@@ -48,7 +48,7 @@ class Step:
             return f"add {self.name}"
         listed = ", ".join(self.names)
         if self.action == "stop-all":
-            return f"stop {listed} (fenced, drained together; no worker serves until they are back)"
+            return f"stop {listed} together (fenced, drained; no worker serves until they are back)"
         if self.action == "start-all":
             return f"start {', '.join(next_name(n) for n in self.names)} in their places"
         if self.action == "ready-all":
