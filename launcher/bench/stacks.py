@@ -38,10 +38,14 @@ def free_port() -> int:
 
 
 def up_argv(backend: str, state_dir: Path, up_args: list[str]) -> list[str]:
-    args = list(up_args)
+    """`up`'s argv: ``up_args`` with a state dir and a free HTTP port of the bench's own, put
+    before a ``--`` (what follows it is the engine's)."""
+    cut = up_args.index("--") if "--" in up_args else len(up_args)
+    args, engine = list(up_args[:cut]), up_args[cut:]
     if "--http-port" not in args:
         args += ["--http-port", str(free_port())]  # never the default 8000 of a running stack
-    return [sys.executable, "-m", "launcher", "up", backend, *args, "--state-dir", str(state_dir)]
+    args += ["--state-dir", str(state_dir)]
+    return [sys.executable, "-m", "launcher", "up", backend, *args, *engine]
 
 
 def mode_config(workdir: Path, user_config: str | None, mode: str) -> Path:
