@@ -178,7 +178,8 @@ def refusal(pod_role: str, op: str, role: str = "") -> str | None:
                 "scale them where they run (dynlaunch scale in a worker pod)")  # fmt: skip
     if pod_role == "frontend" and op == "restart" and role == "worker":
         return ("restart --role worker: this is a frontend pod (up --role frontend): it runs "
-                "no workers; restart them where they run (the worker pod's dynlaunch)")  # fmt: skip
+                "no workers; restart them where they run (the worker pod's dynlaunch), or "
+                "this pod's frontend with --role frontend")  # fmt: skip
     return None
 
 
