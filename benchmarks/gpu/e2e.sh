@@ -8,6 +8,12 @@
 #   multi   2 workers x tp $TP (default 1) on 2*TP GPUs: each worker's processes on its own GPUs.
 #   ttft    bench prefix on a 2.8 B random Llama (a 12k-token prefill takes a good part of TTFT
 #           there), radix cache vs --disable-radix-cache.
+#   router  (2 GPUs) bench prefix --compare-router with 2 SGLang workers: round-robin, then reload
+#           to kv (each worker gets its --kv-events-config); where each group went, KV events.
+#   two     two models (alpha, beta) pinned to GPU 0, --mem-fraction-static 0.3 each: both listed,
+#           each answers, one GPU holds both.
+#   ops     (2 GPUs) 1 worker on GPU 0 under load: `restart` (replacement on the free GPU 1
+#           first), then `restart --no-rolling`; failed requests and the worker's GPU each time.
 # Results and logs go to $OUT (default /tmp/dynlaunch-gpu/out).
 set -u
 phase=${1:?usage: e2e.sh serve|faults|multi|ttft}
@@ -160,6 +166,85 @@ ttft)
   worker_metrics ttft-noradix >"$out/metrics-3b-noradix.txt"
   down ttft-noradix
   cat "$out/bench-3b-radix.txt" "$out/bench-3b-noradix.txt"
+  ;;
+router)
+  dl bench prefix --compare-router --backend sglang --workers 2 --prefix-tokens 2000 --groups 6 \
+    --requests 36 --concurrency 1 --concurrency 2 --max-tokens 8 --seed 16 --json -- \
+    --model-path "$model" --served-model-name tiny-llama --page-size 16 --gpus 0,1 \
+    --startup-timeout 420 -- "${engine[@]}" >"$out/router.json" 2>"$out/router.stderr"
+  say "compare-router exited $?"
+  "$py" -c 'import json, sys; from launcher.bench import view
+r = json.load(open(sys.argv[1])); print(view.render_compare(r)); print("logs:", r["logs"])' \
+    "$out/router.json" | tee "$out/router.txt"
+  logs=$(sed -n 's/^logs: //p' "$out/router.txt")
+  [ -n "$logs" ] && cp -r "$logs" "$out/router-logs" && grep -E "pid=[0-9]+: (started|stopped)|dynlaunch: " "$logs/up.log" | grep -v ' | ' >"$out/router-lifecycle.txt"
+  grep -h -- "--kv-events-config" "$logs/up.log" | head -2 | cut -c1-400 >>"$out/router-lifecycle.txt"
+  ;;
+two)
+  cat >"$out/two.yaml" <<YAML
+models:
+  - {name: alpha, served_name: alpha, path: $model, workers: 1, page_size: 16, gpus: ["0"],
+     extra_args: [--attention-backend, triton, --sampling-backend, pytorch, --disable-cuda-graph, --mem-fraction-static, "0.3", --enable-metrics]}
+  - {name: beta, served_name: beta, path: $model, workers: 1, page_size: 16, gpus: ["0"],
+     extra_args: [--attention-backend, triton, --sampling-backend, pytorch, --disable-cuda-graph, --mem-fraction-static, "0.3", --enable-metrics]}
+YAML
+  dl plan sglang -c "$out/two.yaml" --http-port $port >"$out/two-plan.txt" 2>&1; grep '^#' "$out/two-plan.txt" | tee -a "$out/$phase.log"
+  "$py" -m launcher up sglang -c "$out/two.yaml" --namespace gpu-two --http-port $port \
+    --state-dir /tmp/dynlaunch-gpu/state-two --startup-timeout 420 >"$out/two.stdout" 2>"$out/two.stderr" &
+  launcher=$!; t0=$SECONDS
+  until grep -q "dynlaunch: ready" "$out/two.stderr"; do
+    kill -0 $launcher 2>/dev/null || { say "two: launcher exited before ready"; tail -30 "$out/two.stderr"; break; }
+    (( SECONDS - t0 > 440 )) && { say "two: not ready"; break; }; sleep 2
+  done
+  say "two: ready after $((SECONDS - t0))s"
+  curl -s "$url/v1/models" >"$out/two-models.json"; say "models: $(head -c 300 "$out/two-models.json")"
+  for m in alpha beta; do
+    curl -s -m 60 "$url/v1/chat/completions" -H 'Content-Type: application/json' \
+      -d "{\"model\":\"$m\",\"messages\":[{\"role\":\"user\",\"content\":\"Hi\"}],\"max_tokens\":8}" >"$out/two-chat-$m.json"
+    say "$m: $(head -c 200 "$out/two-chat-$m.json")"
+  done
+  dl status --state-dir /tmp/dynlaunch-gpu/state-two >"$out/two-status.txt"; cat "$out/two-status.txt"
+  nvidia-smi --query-compute-apps=pid,gpu_uuid,used_memory --format=csv,noheader >"$out/two-gpu.txt"; cat "$out/two-gpu.txt"
+  down two
+  ;;
+ops)
+  up ops --gpus 0,1 -- "${engine[@]}" || exit 1
+  gpu_of() { "$py" - <<'PY'
+import json, subprocess, sys
+st = json.loads(subprocess.run([sys.executable, "-m", "launcher", "status", "--state-dir",
+    "/tmp/dynlaunch-gpu/state-ops", "--json"], capture_output=True, text=True).stdout)
+for c in st["children"]:
+    if c["role"] == "worker":
+        env = dict(e.split("=", 1) for e in open(f"/proc/{c['pid']}/environ").read().split("\0") if "=" in e)
+        print(c["name"], c["pid"], "CUDA_VISIBLE_DEVICES=" + env.get("CUDA_VISIBLE_DEVICES", "?"))
+PY
+  }
+  say "before: $(gpu_of)"
+  "$py" - "$out" <<'PY' &
+import json, sys, threading, time, urllib.request
+out, stop, res = sys.argv[1], time.time() + 400, []
+def client():
+    body = json.dumps({"model": "tiny-llama", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8}).encode()
+    while time.time() < stop:
+        try:
+            r = urllib.request.urlopen(urllib.request.Request("http://127.0.0.1:8000/v1/chat/completions", body, {"Content-Type": "application/json"}), timeout=60)
+            res.append((time.time(), r.status == 200))
+        except Exception as e:
+            res.append((time.time(), False))
+        if __import__("os").path.exists(out + "/load.stop"): break
+ts = [threading.Thread(target=client) for _ in range(3)]; [t.start() for t in ts]; [t.join() for t in ts]
+json.dump(res, open(out + "/load.json", "w"))
+PY
+  loader=$!; sleep 5
+  t0=$SECONDS; dl restart --state-dir /tmp/dynlaunch-gpu/state-ops >"$out/restart.txt" 2>&1; say "restart exited $? after $((SECONDS - t0))s"
+  cat "$out/restart.txt" | tee -a "$out/$phase.log"; say "after restart: $(gpu_of)"
+  sleep 5; touch "$out/load.stop"; wait $loader
+  "$py" -c 'import json,sys; r=json.load(open(sys.argv[1])); print("rolling restart under load:", sum(1 for _,ok in r if not ok), "failed of", len(r))' "$out/load.json" | tee -a "$out/$phase.log"
+  t0=$SECONDS; dl restart --no-rolling --state-dir /tmp/dynlaunch-gpu/state-ops >"$out/restart-no-rolling.txt" 2>&1; say "restart --no-rolling exited $? after $((SECONDS - t0))s"
+  cat "$out/restart-no-rolling.txt" | tee -a "$out/$phase.log"; say "after --no-rolling: $(gpu_of)"
+  chat false >"$out/chat-after-ops.json"; say "chat after: $(head -c 200 "$out/chat-after-ops.json")"
+  grep -E "worker-0[.a-z0-9]* pid=|dynlaunch: " "$out/ops.stderr" | tail -30 >"$out/ops-lifecycle.txt"
+  down ops
   ;;
 esac
 # Only 8 files come back from a device call: pack the small logs into one.
