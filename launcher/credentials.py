@@ -163,6 +163,35 @@ def pem(value: str | None, origin: str) -> str | None:
         raise ConfigError(f"{origin} {value}: cannot read it ({reason})") from None
 
 
+def nkey_seed(value: str, origin: str = "NATS_AUTH_NKEY") -> str:
+    """The NKey seed text Dynamo takes (measured on 1.4.2: it parses the variable's value as a
+    seed; a path fails with "failed to create key pair from nkey seed"): a seed file's content."""
+    if value.startswith("S") and not os.path.exists(value):
+        return value
+    try:
+        return Path(value).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as err:
+        reason = getattr(err, "strerror", None) or "not text"
+        raise ConfigError(f"{origin} {value}: cannot read the NKey seed file ({reason})") from None
+
+
+def nkey_option(value: str) -> dict[str, str]:
+    """nats-py's connect option for an NKey seed (a file, or the seed itself); nats-py signs with
+    the `nkeys` package, which dynlaunch needs only then."""
+    import importlib.util
+
+    if importlib.util.find_spec("nkeys") is None:
+        raise ConfigError(
+            "NATS_AUTH_NKEY (an NKey login) needs the nkeys package for dynlaunch's own NATS "
+            "client: pip install nkeys"
+        )
+    if os.path.exists(value):
+        return {"nkeys_seed": value}
+    if not value.startswith("S"):
+        raise ConfigError(f"NATS_AUTH_NKEY {value}: neither an NKey seed (S...) nor a file")
+    return {"nkeys_seed_str": value}
+
+
 # -- where they come from ---------------------------------------------------------------------
 
 
@@ -306,7 +335,7 @@ def child_env(auth: InfraAuth) -> tuple[dict[str, str], list[str]]:
     for attr in ("username", "password", "token", "nkey", "creds_file"):
         value = getattr(n, attr)
         if value:
-            env[NATS_VARS[attr]] = value
+            env[NATS_VARS[attr]] = nkey_seed(value) if attr == "nkey" else value
     if n.tls:
         warnings.append(
             "Dynamo (1.4.2 and 0.5.0, measured) cannot connect to NATS over TLS: its processes "

@@ -99,7 +99,7 @@ def _login() -> dict[str, Any]:
     if auth.creds_file:
         options["user_credentials"] = auth.creds_file
     if auth.nkey:
-        options["nkeys_seed"] = auth.nkey
+        options |= credentials.nkey_option(auth.nkey)
     context = auth.ssl_context()
     if context is not None:
         options["tls"] = context

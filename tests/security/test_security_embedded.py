@@ -5,8 +5,6 @@ writes or prints (logs, `plan --json`, `status --json`, `render k8s`, /proc/*/cm
 
 from __future__ import annotations
 
-import json
-import socket
 import stat
 import subprocess
 import sys
@@ -21,19 +19,9 @@ from launcher_run import REPO, Launcher, chat_ok, up_env, up_mocker
 
 from testkit import procs
 from testkit.etcd import Gateway, run_credentials
+from testkit.natslogin import nats_login
 
 pytestmark = pytest.mark.integration
-
-
-def nats_login(port: int, **login: str) -> bytes:
-    """What a NATS server answers a raw CONNECT (with ``login``) and PING: b"PONG" when it took
-    the login, b"-ERR 'Authorization Violation'" when not."""
-    with socket.create_connection(("127.0.0.1", port), 5) as sock:
-        sock.settimeout(5)
-        assert sock.recv(4096).startswith(b"INFO ")
-        connect = {"verbose": False, "pedantic": False, **login}
-        sock.sendall(b"CONNECT " + json.dumps(connect).encode() + b"\r\nPING\r\n")
-        return sock.recv(4096).strip()
 
 
 @pytest.fixture
