@@ -333,6 +333,24 @@ def diff(running: Sequence[ProcessSpec], new: Sequence[ProcessSpec]) -> list[Cha
     return changes
 
 
+def as_planned(running: Sequence[ProcessSpec], planned: Sequence[ProcessSpec]) -> list[ProcessSpec]:
+    """The running workers with the GPUs their plan gave them (GPU ids and CUDA_VISIBLE_DEVICES):
+    a restart may have moved a replacement onto free GPUs, which is no change of the config; a
+    reload compares GPUs as the configs give them."""
+    by_slot = {p.name: p for p in planned}
+    out = []
+    for spec in running:
+        plan = by_slot.get(slot_of(spec.name))
+        if spec.role != "worker" or plan is None or len(plan.gpus) != len(spec.gpus):
+            out.append(spec)
+            continue
+        env = dict(spec.env)
+        if "CUDA_VISIBLE_DEVICES" in env and "CUDA_VISIBLE_DEVICES" in plan.env:
+            env["CUDA_VISIBLE_DEVICES"] = plan.env["CUDA_VISIBLE_DEVICES"]
+        out.append(replace(spec, gpus=plan.gpus, env=env))
+    return out
+
+
 @dataclass(frozen=True)
 class Facts:
     """What of a config cannot change under a running stack."""

@@ -113,6 +113,7 @@ def _reload(stack: Stack, payload: dict[str, Any]) -> Prepared:
     # etcd and NATS: their settings are compared as config (Facts.infra), not as processes
     dynamo = ("frontend", "worker")
     specs = [r.spec for r in running if r.spec is not None and r.role in dynamo]
+    specs = operations.as_planned(specs, old.processes)  # GPUs as the running config gave them
     changes = operations.diff(specs, [p for p in plan.processes if p.role in dynamo])
     refused = operations.not_live(_facts(stack.cfg, old), facts, changes)
     source = path or "the command line and environment"

@@ -149,3 +149,18 @@ def test_a_role_pod_refuses_what_it_cannot_do(pod: str, op: str, role: str, refu
     if why is not None:
         assert "\n" not in why
         assert f"{pod} pod" in why
+
+
+def test_reload_compares_gpus_as_configured_not_where_a_restart_moved_them() -> None:
+    plan = sglang_plan(workers=2, tp=1, gpus=("0", "1", "2", "3"))
+    steps = operations.restart_steps("worker", running(plan), "sglang", free_gpus=("3",))
+    moved = [operations.respec(p, operations.next_name(p.name), {}, gpus=s.gpus)
+             for p, s in zip(plan.by_role("worker"), steps, strict=True)]  # fmt: skip
+    assert [p.gpus for p in moved] == [("3",), ("0",)]
+    same = list(plan.by_role("worker"))  # reload of the same config
+    assert operations.diff(operations.as_planned(moved, plan.processes), same) == []
+    assert len(operations.diff(moved, same)) == 2  # compared as they run, both would "change"
+    other = sglang_plan(workers=2, tp=1, gpus=("2", "3"))  # the config does move them
+    changes = operations.diff(operations.as_planned(moved, plan.processes),
+                              list(other.by_role("worker")))  # fmt: skip
+    assert [c.what.split("; ")[-1] for c in changes] == ["gpus: 0 -> 2", "gpus: 1 -> 3"]
