@@ -279,6 +279,23 @@ MUTANTS: tuple[Mutant, ...] = (
         "a restarted worker inherits its predecessor's misses",
         (f"{LIVENESS}::test_observe_starts_afresh_for_a_new_process",),
     ),
+    # -- operations on a running stack: GPUs of a replacement (issue 18) -----------------------
+    Mutant(
+        "replacement-gpu-given-twice",
+        "launcher/operations.py",
+        "    after = [g for g in [*free, *old] if g not in gpus]",
+        "    after = [*free, *old]",
+        "a rolling restart gives one free GPU to two replacements (it stays free after its step)",
+        ("tests/unit/test_unit_operations.py",),
+    ),
+    Mutant(
+        "replacement-gpus-not-freed",
+        "launcher/operations.py",
+        "    after = [g for g in [*free, *old] if g not in gpus]",
+        "    after = [g for g in free if g not in gpus]",
+        "the GPUs an old worker frees are never used by the next steps (stop first needlessly)",
+        ("tests/unit/test_unit_operations.py",),
+    ),
     # -- the state dir: the marked-infra wipe, the pid identity check ---------------------------
     Mutant(
         "unmarked-infra-wiped",
