@@ -1,10 +1,13 @@
 """An external NATS whose only user is an NKey (nats-server 2.9's `authorization { users = [{
 nkey: U... }] }`, the key made here with the `nkeys` package): `up mocker` with NATS_AUTH_NKEY
 serves (Dynamo 1.4.2 takes the seed's text, measured; dynlaunch reads a seed file for it), and
-`clear-namespace` logs in with it too; the seed shows nowhere but in the children's environment."""
+`clear-namespace` logs in with it too; the seed shows nowhere but in the children's environment.
+An operator-mode NATS (JWTs, testkit.natsjwt): `up mocker` with NATS_AUTH_CREDENTIALS_FILE
+serves."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import secrets
 import signal
@@ -18,6 +21,7 @@ import nkeys
 import pytest
 from launcher_run import REPO, Launcher, chat_ok, up_env, up_mocker
 
+from testkit import natsjwt
 from testkit.etcd import PrivateEtcd
 from testkit.natslogin import greets, nats_login
 from testkit.net import free_port, poll_for
@@ -46,18 +50,24 @@ def nkey_nats(tmp_path: Path) -> Iterator[NkeyNats]:
     seed_file = tmp_path / "user.nk"
     seed_file.write_bytes(seed)
     seed_file.chmod(0o600)
+    users = f'authorization {{ users = [ {{ nkey: "{public}" }} ] }}\n'
+    with _nats_server(tmp_path, users) as port:
+        yield NkeyNats(f"nats://127.0.0.1:{port}", port, seed.decode(), seed_file, public)
+
+
+@contextlib.contextmanager
+def _nats_server(tmp_path: Path, auth: str) -> Iterator[int]:
+    """A nats-server with JetStream on a free loopback port, its logins as ``auth`` says."""
     port = free_port()
     conf = tmp_path / "nats.conf"
-    conf.write_text(
-        f'listen: 127.0.0.1:{port}\njetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
-        f'authorization {{ users = [ {{ nkey: "{public}" }} ] }}\n'
-    )
+    store = f'jetstream {{ store_dir: "{tmp_path / "js"}" }}\n'
+    conf.write_text(f"listen: 127.0.0.1:{port}\n{store}{auth}")
     with open(tmp_path / "nats.log", "wb") as log:
         proc = subprocess.Popen([_nats_binary(), "-c", str(conf)], stdout=log,
                                 stderr=subprocess.STDOUT, start_new_session=True)  # fmt: skip
     try:
         poll_for(lambda: greets(port), 30, "nats-server to greet")
-        yield NkeyNats(f"nats://127.0.0.1:{port}", port, seed.decode(), seed_file, public)
+        yield port
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
@@ -113,3 +123,23 @@ def test_up_and_clear_log_in_to_nats_with_an_nkey(
     shown = [plan.stdout, plan.stderr, clear.stdout, clear.stderr, *launcher.err, *launcher.out]
     shown += [p.read_text(errors="replace") for p in (launcher.state_dir / "logs").glob("*.log")]
     assert not any(nkey_nats.seed in text for text in shown)
+
+
+def test_up_logs_in_to_an_operator_mode_nats_with_a_credentials_file(
+    started: list[Launcher], tmp_path: Path, plain_etcd: PrivateEtcd
+) -> None:
+    operator = natsjwt.make(tmp_path / "jwt")
+    with _nats_server(tmp_path, operator.config) as nats_port:
+        assert b"Authorization Violation" in nats_login(nats_port)
+        env = {"ETCD_ENDPOINTS": plain_etcd.url, "NATS_SERVER": f"nats://127.0.0.1:{nats_port}",
+               "NATS_AUTH_CREDENTIALS_FILE": str(operator.creds)}  # fmt: skip
+        launcher, port = up_mocker(started, tmp_path, tag="creds", env=env)
+        launcher.wait_ready(180)
+        assert chat_ok(port)
+        for child in ("frontend", "worker-0"):
+            got = _environ(launcher.child_pid(child))
+            assert got["NATS_AUTH_CREDENTIALS_FILE"] == str(operator.creds)  # a path, as given
+        assert launcher.stop() == 0, launcher.dump()
+    shown = [*launcher.err, *launcher.out]
+    shown += [p.read_text(errors="replace") for p in (launcher.state_dir / "logs").glob("*.log")]
+    assert not any(operator.seed in text for text in shown)
