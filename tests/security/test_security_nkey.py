@@ -132,13 +132,14 @@ def test_up_logs_in_to_an_operator_mode_nats_with_a_credentials_file(
     with _nats_server(tmp_path, operator.config) as nats_port:
         assert b"Authorization Violation" in nats_login(nats_port)
         env = {"ETCD_ENDPOINTS": plain_etcd.url, "NATS_SERVER": f"nats://127.0.0.1:{nats_port}",
-               "NATS_AUTH_CREDENTIALS_FILE": str(operator.creds)}  # fmt: skip
+               "DYNLAUNCH_INFRA__NATS__CREDENTIALS_FILE": str(operator.creds)}  # fmt: skip
         launcher, port = up_mocker(started, tmp_path, tag="creds", env=env)
         launcher.wait_ready(180)
         assert chat_ok(port)
         for child in ("frontend", "worker-0"):
             got = _environ(launcher.child_pid(child))
-            assert got["NATS_AUTH_CREDENTIALS_FILE"] == str(operator.creds)  # a path, as given
+            # a path, as given; only dynlaunch hands it on (infra.nats.credentials_file)
+            assert got["NATS_AUTH_CREDENTIALS_FILE"] == str(operator.creds)
         assert launcher.stop() == 0, launcher.dump()
     shown = [*launcher.err, *launcher.out]
     shown += [p.read_text(errors="replace") for p in (launcher.state_dir / "logs").glob("*.log")]
