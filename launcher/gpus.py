@@ -76,8 +76,10 @@ def allocate(
     gpus: Sequence[str], models: Sequence[tuple[str, int, int, Sequence[str] | None]], source: str
 ) -> list[list[tuple[str, ...]]]:
     """GPUs for several models' workers: each (origin, workers, tp, pinned) gets its pinned GPUs,
-    else the next ones of ``gpus`` that no model pinned, `tp` per worker. Only models pinned to
-    the same GPU share it (launcher.coherence checks their memory). One model: `slices`."""
+    else the next ones of ``gpus`` that no model pinned, `tp` per worker. Only pinned GPUs are
+    shared: by models pinned to the same GPU, and by the workers of a model pinned to fewer GPUs
+    than they need (worker i on the (i mod n)-th run of `tp` of its n runs); launcher.coherence
+    checks that their --mem-fraction-static add up to at most 1.0. One model: `slices`."""
     if len(models) == 1 and models[0][3] is None:
         return [slices(gpus, models[0][1], models[0][2], source)]
     pinned = {g for _, _, _, pin in models for g in pin or ()}
@@ -88,11 +90,14 @@ def allocate(
         pool = list(pin) if pin is not None else free[:need]
         if pin is None:
             free = free[need:]
-        if len(pool) < need:
+        runs = len(pool) // tp
+        shares = pin is not None and runs >= 1 and len(pool) % tp == 0
+        if len(pool) < need and not shares:
             have = ",".join(pool) if pool else "none"
             raise ConfigError(
                 f"{origin}: {workers} worker(s) x tp {tp} needs {need} GPU(s), {len(pool)} "
-                f"left for it ({source}: {have}); pin GPUs per model (models[].gpus) or use fewer"
+                f"left for it ({source}: {have}); pin GPUs per model (models[].gpus; a multiple "
+                "of tp, shared by its workers) or use fewer"
             )
-        out.append([tuple(pool[i * tp : (i + 1) * tp]) for i in range(workers)])
+        out.append([tuple(pool[(i % runs) * tp : (i % runs + 1) * tp]) for i in range(workers)])
     return out

@@ -49,6 +49,13 @@ CASES = [
      "models:\n  - {name: a, served_name: a, gpus: ['0']}\n"
      "  - {name: b, served_name: b, gpus: ['0'], extra_args: ['--mem-fraction-static', '0.5']}\n",
      ["--gpus", "0"], "GPU 0 is shared by a-0, b-0: give each model --mem-fraction-static"),
+    ("gpu-shared-by-workers-over", "sglang",
+     "models:\n  - {name: a, workers: 3, gpus: ['0'],"
+     " extra_args: ['--mem-fraction-static', '0.4']}\n",
+     ["--gpus", "0"], "GPU 0 is shared by a-0, a-1, a-2, whose --mem-fraction-static add up to"),
+    ("gpu-pin-not-a-multiple-of-tp", "sglang",
+     "models:\n  - {name: a, workers: 2, tp: 2, gpus: ['0', '1', '2']}\n",
+     ["--gpus", "0,1,2"], "2 worker(s) x tp 2 needs 4 GPU(s), 3 left for it"),
     ("gpu-shared-over", "sglang",
      "models:\n  - {name: a, gpus: ['0'], extra_args: ['--mem-fraction-static', '0.6']}\n"
      "  - {name: b, gpus: ['0'], extra_args: ['--mem-fraction-static', '0.5']}\n",
@@ -93,6 +100,18 @@ def test_shared_gpu_within_its_memory_and_odd_page_size_warn_or_pass(
     plan = json.loads(ok.stdout)
     gpus = {p["name"]: p["gpus"] for p in plan["processes"] if p["role"] == "worker"}
     assert gpus == {"a-0": ["0"], "b-0": ["0"]}
+    # The workers of one model pinned to fewer GPUs than they need share them, in turn.
+    workers = config(
+        tmp_path,
+        "models:\n  - {name: a, workers: 3, tp: 2, gpus: ['0', '1', '2', '3'],"
+        " extra_args: ['--mem-fraction-static', '0.3']}\n",
+    )
+    ok = run_cli(["plan", "sglang", "-c", workers, "--gpus", "0,1,2,3", "--json"], home)
+    assert ok.returncode == 0, ok.stderr
+    plan = json.loads(ok.stdout)
+    got = {p["name"]: p["env"]["CUDA_VISIBLE_DEVICES"] for p in plan["processes"]
+           if p["role"] == "worker"}  # fmt: skip
+    assert got == {"a-0": "0,1", "a-1": "2,3", "a-2": "0,1"}
     odd = run_cli(["plan", "mocker", "--page-size", "24"], home)
     assert odd.returncode == 0, odd.stderr
     warnings = [line for line in odd.stderr.splitlines() if "warning" in line]
