@@ -8,12 +8,13 @@
 #   multi   2 workers x tp $TP (default 1) on 2*TP GPUs: each worker's processes on its own GPUs.
 #   ttft    bench prefix on a 2.8 B random Llama (a 12k-token prefill takes a good part of TTFT
 #           there), radix cache vs --disable-radix-cache.
-#   router  (2 GPUs) bench prefix --compare-router with 2 SGLang workers: round-robin, then reload
-#           to kv (each worker gets its --kv-events-config); where each group went, KV events.
+#   router  bench prefix --compare-router with 2 SGLang workers sharing GPU 0 (models[].gpus, 0.3
+#           of its memory each): round-robin, then reload to kv (each worker gets its
+#           --kv-events-config); where each group went, KV events.
 #   two     two models (alpha, beta) pinned to GPU 0, --mem-fraction-static 0.3 each: both listed,
 #           each answers, one GPU holds both.
-#   ops     (2 GPUs) 1 worker on GPU 0 under load: `restart` (replacement on the free GPU 1
-#           first), then `restart --no-rolling`; failed requests and the worker's GPU each time.
+#   ops     2 workers sharing GPU 0 under load: `restart` (rolling; stop first: no free GPU),
+#           then `restart --no-rolling`; failed requests, pids and GPUs each time.
 # Results and logs go to $OUT (default /tmp/dynlaunch-gpu/out).
 set -u
 phase=${1:?usage: e2e.sh serve|faults|multi|ttft}
@@ -40,8 +41,13 @@ fi
 
 up() {  # up NAME [dynlaunch args] [-- engine args]; waits for ready
   local name=$1; shift
-  "$py" -m launcher up sglang --namespace "gpu-$name" --model-path "$model" --served-model-name tiny-llama \
-    --page-size 16 --http-port $port --state-dir "/tmp/dynlaunch-gpu/state-$name" \
+  start "$name" --model-path "$model" --served-model-name tiny-llama --page-size 16 "$@"
+}
+
+start() {  # start NAME [dynlaunch args] [-- engine args]: up sglang, waits for ready
+  local name=$1; shift
+  "$py" -m launcher up sglang --namespace "gpu-$name" --http-port $port \
+    --state-dir "/tmp/dynlaunch-gpu/state-$name" \
     --startup-timeout 420 "$@" >"$out/$name.stdout" 2>"$out/$name.stderr" &
   launcher=$!
   local t0=$SECONDS
@@ -82,6 +88,20 @@ worker_metrics() {  # SGLang's prefix-cache metrics on the worker's system port
   sys=$(dl status --state-dir "/tmp/dynlaunch-gpu/state-$1" --json | "$py" -c \
     'import json,sys; print([c for c in json.load(sys.stdin)["children"] if c["name"]=="worker-0"][0]["ports"]["system"])')
   curl -s "http://127.0.0.1:$sys/metrics" | grep -E '^sglang:(cache_hit_rate|prompt_tokens_total|cached_tokens_total|num_used_tokens)' || true
+}
+
+share_cfg() {  # share_cfg FILE: one model, 2 workers sharing GPU 0 (0.3 of its memory each)
+  cat >"$1" <<YAML
+models:
+  - name: tiny
+    served_name: tiny-llama
+    path: $model
+    workers: 2
+    page_size: 16
+    gpus: ["0"]
+    extra_args: [--attention-backend, triton, --sampling-backend, pytorch, --disable-cuda-graph,
+                 --mem-fraction-static, "0.3", --enable-metrics]
+YAML
 }
 
 nvidia-smi --query-gpu=index,name,memory.used,memory.total --format=csv >"$out/$phase-gpus.txt"
@@ -168,10 +188,10 @@ ttft)
   cat "$out/bench-3b-radix.txt" "$out/bench-3b-noradix.txt"
   ;;
 router)
-  dl bench prefix --compare-router --backend sglang --workers 2 --prefix-tokens 2000 --groups 6 \
-    --requests 36 --concurrency 1 --concurrency 2 --max-tokens 8 --seed 16 --json -- \
-    --model-path "$model" --served-model-name tiny-llama --page-size 16 --gpus 0,1 \
-    --startup-timeout 420 -- "${engine[@]}" >"$out/router.json" 2>"$out/router.stderr"
+  share_cfg "$out/share.yaml"
+  dl bench prefix --compare-router --backend sglang -c "$out/share.yaml" --prefix-tokens 2000 \
+    --groups 6 --requests 36 --concurrency 1 --concurrency 2 --max-tokens 8 --seed 16 --json -- \
+    --gpus 0 --startup-timeout 420 >"$out/router.json" 2>"$out/router.stderr"
   say "compare-router exited $?"
   "$py" -c 'import json, sys; from launcher.bench import view
 r = json.load(open(sys.argv[1])); print(view.render_compare(r)); print("logs:", r["logs"])' \
@@ -208,7 +228,8 @@ YAML
   down two
   ;;
 ops)
-  up ops --gpus 0,1 -- "${engine[@]}" || exit 1
+  share_cfg "$out/share.yaml"
+  start ops -c "$out/share.yaml" --gpus 0 || exit 1
   gpu_of() { "$py" - <<'PY'
 import json, subprocess, sys
 st = json.loads(subprocess.run([sys.executable, "-m", "launcher", "status", "--state-dir",
@@ -243,7 +264,7 @@ PY
   t0=$SECONDS; dl restart --no-rolling --state-dir /tmp/dynlaunch-gpu/state-ops >"$out/restart-no-rolling.txt" 2>&1; say "restart --no-rolling exited $? after $((SECONDS - t0))s"
   cat "$out/restart-no-rolling.txt" | tee -a "$out/$phase.log"; say "after --no-rolling: $(gpu_of)"
   chat false >"$out/chat-after-ops.json"; say "chat after: $(head -c 200 "$out/chat-after-ops.json")"
-  grep -E "worker-0[.a-z0-9]* pid=|dynlaunch: " "$out/ops.stderr" | tail -30 >"$out/ops-lifecycle.txt"
+  grep -E "tiny-[0-9][.a-z0-9]* pid=|dynlaunch: " "$out/ops.stderr" | tail -30 >"$out/ops-lifecycle.txt"
   down ops
   ;;
 esac
