@@ -390,15 +390,16 @@ def _with_tls(auth: InfraAuth, tls: TlsMaterial, state_dir: str) -> tuple[InfraA
     return InfraAuth(own, auth.nats), dynamo
 
 
-def tls_warnings(tls: bool, embedded_etcd: bool, embedded_nats: bool) -> list[str]:
+def tls_warnings(tls: bool, embedded_etcd: bool, embedded_nats: bool, auth: bool) -> list[str]:
     """`infra.tls` never falls back silently: one line for the NATS that stays without TLS, one
-    for an external etcd it does not apply to."""
+    for an external etcd it does not apply to. ``auth``: the embedded NATS has a login."""
     if not tls:
         return []
     warnings = []
     if embedded_nats:
+        login = "user and password" if auth else "no login: infra.auth is false"
         warnings.append(
-            "infra.tls: the embedded NATS stays without TLS (loopback only, user and password): "
+            f"infra.tls: the embedded NATS stays without TLS (loopback only, {login}): "
             "Dynamo 1.4.2 and 0.5.0 cannot connect to NATS over TLS"
         )
     if not embedded_etcd:

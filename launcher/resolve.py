@@ -133,7 +133,8 @@ def resolve_plan(
     )  # fmt: skip
     warnings += auth_warnings
     if role == "all":
-        warnings += credentials.tls_warnings(cfg.infra.tls, etcd is None, nats is None)
+        warnings += credentials.tls_warnings(cfg.infra.tls, etcd is None, nats is None,
+                                             cfg.infra.auth)  # fmt: skip
     system_port0 = environ.get("DYN_SYSTEM_PORT") if role == "worker" else None
     slots = port_slots(
         cfg,

@@ -253,3 +253,17 @@ def test_tls_with_an_external_etcd_says_it_does_not_apply(tmp_path: Path) -> Non
     assert any("applies to the embedded etcd only" in line for line in warnings)
     assert any(NATS_WARNING in line for line in warnings)
     assert "--client-cert-auth" not in done.stdout
+
+
+def test_tls_without_auth_says_nats_has_no_login(tmp_path: Path) -> None:
+    config = tmp_path / "noauth.yaml"
+    config.write_text(yaml.safe_dump({"infra": {"tls": True, "auth": False}}))
+    state = tmp_path / "state"
+    done = _cli(tmp_path, "plan", "mocker", "-c", str(config), "--state-dir", str(state), "--json")
+    assert done.returncode == 0, done.stderr
+    warnings = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert len(warnings) == 1, done.stderr
+    assert "no login: infra.auth is false" in warnings[0]
+    plan = json.loads(done.stdout)
+    assert "--client-cert-auth" in next(p for p in plan["processes"] if p["role"] == "etcd")["argv"]
+    assert str(state / "credentials.json") not in plan["files"]  # the certificate is the login
