@@ -54,6 +54,8 @@ PKGS=(
   openai==2.6.1 jiter==0.19.0 distro==1.9.0 sniffio==1.3.1 partial-json-parser==0.2.1.1.post7
   gguf==0.19.0 compressed-tensors==0.20.0 loguru==0.7.3 ipython==9.18.1 traitlets==5.16.1
   jsonschema==4.26.0 referencing==0.37.0 rpds-py==2026.9.1 jsonschema-specifications==2025.9.1
+  # dynlaunch's own (pyproject dependencies the image lacks): NATS client, infra.tls certificates
+  nats-py==2.16.0 cryptography==50.0.2
   # only for a plain `python3 -m sglang.launch_server` baseline (http_server imports soundfile)
   soundfile==0.13.1 cffi==2.1.1 pycparser==3.12
 )

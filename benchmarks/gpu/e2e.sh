@@ -192,7 +192,8 @@ router)
   dl bench prefix --compare-router --backend sglang -c "$out/share.yaml" --prefix-tokens 2000 \
     --groups 6 --requests 36 --concurrency 1 --concurrency 2 --max-tokens 8 --seed 16 --json -- \
     --gpus 0 --startup-timeout 420 >"$out/router.json" 2>"$out/router.stderr"
-  say "compare-router exited $?"
+  rc=$?; say "compare-router exited $rc"
+  (( rc == 0 )) || { for f in /tmp/dynlaunch-compare-router-*/up.log; do grep -v ' | ' "$f" | tail -15; done; tail -5 "$out/router.stderr"; }
   "$py" -c 'import json, sys; from launcher.bench import view
 r = json.load(open(sys.argv[1])); print(view.render_compare(r)); print("logs:", r["logs"])' \
     "$out/router.json" | tee "$out/router.txt"
