@@ -179,8 +179,7 @@ class Stack:
         try:
             try:
                 self._start()
-                self._announce()
-                self._serve()
+                self._serve()  # says ready once its control socket listens
             except StopRequestedError:
                 log.info("dynlaunch: %s received, stopping", signal.Signals(self.signals[0]).name)
             except RunEndedError as ended:
@@ -340,6 +339,7 @@ class Stack:
                 log.warning("dynlaunch: no control socket at %s (%s): restart, scale and reload "
                             "cannot reach this run", self.control_path, err)  # fmt: skip
                 server = None
+        self._announce()  # after the control socket: a `restart` right after ready reaches it
         try:
             self._serve_loop()
         finally:

@@ -151,6 +151,10 @@ class Server:
         uid = peer_uid(conn)
         if uid != os.geteuid():
             log.warning("dynlaunch: control socket: refused a client of uid %d", uid)
+            # Its request is read (and not acted on) first: closed on a client still sending,
+            # the socket would fail its send (EPIPE) and the refusal would never be read.
+            with contextlib.suppress(OSError, ValueError):
+                _read_request(conn)
             Request(conn, {}).reply(False, f"refused: uid {uid} does not own this run", 2)
             return
         try:
