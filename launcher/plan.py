@@ -142,6 +142,7 @@ class Plan:
             "processes": [p.to_json() for p in self.processes],
             "files": dict(self.files) | {path: "*** (0600)" for path, _ in self.secret_files},
             "start_order": [list(tier) for tier in start_tiers(self)],
+            **({"gpu_waves": waves} if any((waves := gpu_waves(self)).values()) else {}),
             "models": {m: [p.name for p in self.workers_of(m)] for m in self.models},
             **({"router_mode": self.router_mode} if self.router_mode else {}),
             **({} if self.card_migration_limit is None
@@ -153,6 +154,21 @@ class Plan:
     def frontend_after_registration(self) -> bool:
         """The frontend starts once every worker has registered (see `start_tiers`)."""
         return self.card_migration_limit is not None
+
+
+def gpu_waves(plan: Plan) -> dict[str, int]:
+    """Worker name -> the wave it starts in: 0, or one more than the last earlier worker it shares
+    a GPU with. SGLang sizes its memory from what is free on the GPU when it starts (measured
+    with 0.5.16: `--mem-fraction-static` x the free memory), so workers sharing a GPU that start
+    together race: one finds its KV cache space taken and exits ("Loaded weights leave no GPU
+    memory for the KV cache"). `up` starts a wave once the one before it is healthy."""
+    waves: dict[str, int] = {}
+    holders: dict[str, int] = {}  # GPU -> the latest wave that holds it
+    for worker in plan.by_role("worker"):
+        wave = max((holders[g] + 1 for g in worker.gpus if g in holders), default=0)
+        waves[worker.name] = wave
+        holders.update(dict.fromkeys(worker.gpus, wave))
+    return waves
 
 
 def start_tiers(plan: Plan) -> tuple[tuple[str, ...], ...]:

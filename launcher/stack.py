@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 from launcher import probes
 from launcher.config import Config
 from launcher.errors import EXIT_FAILED, ConfigError, StartupError
-from launcher.plan import Plan, ProcessSpec, start_tiers
+from launcher.plan import Plan, ProcessSpec, gpu_waves, start_tiers
 from launcher.supervision import control_socket, lifecycle, liveness, output
 from launcher.supervision.lifecycle import Policy, RestartRules, State
 from launcher.supervision.supervisor import Child, Supervisor, become_subreaper, describe_status
@@ -226,8 +226,7 @@ class Stack:
                 self._wait(f"{workers} worker(s) registered in etcd",
                            self.hooks.workers_registered, deadline)  # fmt: skip
                 self.hooks.after_registration()
-            for child in group:
-                self.sup.spawn(child, time.monotonic())
+            self._spawn_in_waves(group, deadline)
             self.hooks.on_change(self.children)
             for child in group:
                 if child.spec.health_url is not None:
@@ -248,6 +247,24 @@ class Stack:
         for child in self.children:
             child.to(State.RUNNING, "the stack is ready")
         self.hooks.on_change(self.children)
+
+    def _spawn_in_waves(self, group: list[Child], deadline: float) -> None:
+        """Spawn ``group``; workers that share a GPU one wave after another (plan.gpu_waves),
+        each wave once the workers of the last one that share its GPUs are healthy."""
+        waves = gpu_waves(self.plan)
+        last = max((waves.get(c.name, 0) for c in group), default=0)
+        for wave in range(last + 1):
+            now = [c for c in group if waves.get(c.name, 0) == wave]
+            if wave:
+                gpus = {g for c in now for g in c.spec.gpus}
+                for before in group:
+                    if waves.get(before.name, 0) == wave - 1 and gpus & set(before.spec.gpus):
+                        url = before.spec.health_url
+                        if url is not None:
+                            self._wait(f"{before.name} healthy before {len(now)} more on its "
+                                       "GPU", partial(probes.http_ok, url), deadline)  # fmt: skip
+            for child in now:
+                self.sup.spawn(child, time.monotonic())
 
     def _wait_external(self, what: str, endpoint: str, ok: Callable[[str], bool]) -> None:
         timeout = self.cfg.infra.connect_timeout_s

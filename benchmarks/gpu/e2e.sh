@@ -11,6 +11,8 @@
 #   router  bench prefix --compare-router with 2 SGLang workers sharing GPU 0 (models[].gpus, 0.3
 #           of its memory each): round-robin, then reload to kv (each worker gets its
 #           --kv-events-config); where each group went, KV events.
+#   share   what --mem-fraction-static means on a shared GPU: worker A (0.3) ready, then B with 0.3,
+#           then B with 0.65; the GPU's memory after each.
 #   two     two models (alpha, beta) pinned to GPU 0, --mem-fraction-static 0.3 each: both listed,
 #           each answers, one GPU holds both.
 #   ops     2 workers sharing GPU 0 under load: `restart` (rolling; stop first: no free GPU),
@@ -200,6 +202,26 @@ r = json.load(open(sys.argv[1])); print(view.render_compare(r)); print("logs:", 
   logs=$(sed -n 's/^logs: //p' "$out/router.txt")
   [ -n "$logs" ] && cp -r "$logs" "$out/router-logs" && grep -E "pid=[0-9]+: (started|stopped)|dynlaunch: " "$logs/up.log" | grep -v ' | ' >"$out/router-lifecycle.txt"
   grep -h -- "--kv-events-config" "$logs/up.log" | head -2 | cut -c1-400 >>"$out/router-lifecycle.txt"
+  ;;
+share)
+  eng=(--attention-backend triton --sampling-backend pytorch --disable-cuda-graph --enable-metrics)
+  one() {  # one NAME PORT FRACTION: a stack of its own (namespace, state, port); 0 when ready
+    "$py" -m launcher up sglang --namespace "share-$1" --model-path "$model" --served-model-name "$1" \
+      --page-size 16 --http-port "$2" --state-dir "/tmp/dynlaunch-gpu/state-share-$1" --gpus 0 \
+      --startup-timeout 300 -- "${eng[@]}" --mem-fraction-static "$3" >"$out/share-$1.stdout" 2>"$out/share-$1.stderr" &
+    local pid=$! t0=$SECONDS
+    until grep -q "dynlaunch: ready" "$out/share-$1.stderr"; do
+      kill -0 $pid 2>/dev/null || { say "share $1 ($3): exited: $(grep -h -o 'ValueError: .*' /tmp/dynlaunch-gpu/state-share-$1/logs/*.log | head -1)"; return 1; }
+      (( SECONDS - t0 > 320 )) && { say "share $1: not ready"; return 1; }; sleep 2
+    done
+    say "share $1 ($3): ready after $((SECONDS - t0))s; GPU used: $(nvidia-smi --query-gpu=memory.used,memory.total --format=csv,noheader)"
+  }
+  one a 8000 0.3
+  one b 8001 0.3
+  one c 8002 0.65
+  nvidia-smi --query-compute-apps=pid,used_memory --format=csv,noheader | tee -a "$out/$phase.log"
+  for p in 8000 8002; do say "chat :$p: $(curl -s -m 30 http://127.0.0.1:$p/v1/models | head -c 120)"; done
+  pkill -TERM -f "launcher up sglang --namespace share-" ; sleep 15
   ;;
 two)
   cat >"$out/two.yaml" <<YAML

@@ -100,6 +100,7 @@ def test_shared_gpu_within_its_memory_and_odd_page_size_warn_or_pass(
     plan = json.loads(ok.stdout)
     gpus = {p["name"]: p["gpus"] for p in plan["processes"] if p["role"] == "worker"}
     assert gpus == {"a-0": ["0"], "b-0": ["0"]}
+    assert plan["gpu_waves"] == {"a-0": 0, "b-0": 1}  # b-0 starts once a-0 is healthy
     # The workers of one model pinned to fewer GPUs than they need share them, in turn.
     workers = config(
         tmp_path,
@@ -112,6 +113,9 @@ def test_shared_gpu_within_its_memory_and_odd_page_size_warn_or_pass(
     got = {p["name"]: p["env"]["CUDA_VISIBLE_DEVICES"] for p in plan["processes"]
            if p["role"] == "worker"}  # fmt: skip
     assert got == {"a-0": "0,1", "a-1": "2,3", "a-2": "0,1"}
+    assert plan["gpu_waves"] == {"a-0": 0, "a-1": 0, "a-2": 1}
+    alone = run_cli(["plan", "sglang", "--gpus", "0,1", "--workers", "2", "--json"], home)
+    assert "gpu_waves" not in json.loads(alone.stdout)  # nothing shared: all at once
     odd = run_cli(["plan", "mocker", "--page-size", "24"], home)
     assert odd.returncode == 0, odd.stderr
     warnings = [line for line in odd.stderr.splitlines() if "warning" in line]
