@@ -203,6 +203,15 @@ r = json.load(open(sys.argv[1])); print(view.render_compare(r)); print("logs:", 
   [ -n "$logs" ] && cp -r "$logs" "$out/router-logs" && grep -E "pid=[0-9]+: (started|stopped)|dynlaunch: " "$logs/up.log" | grep -v ' | ' >"$out/router-lifecycle.txt"
   grep -h -- "--kv-events-config" "$logs/up.log" | head -2 | cut -c1-400 >>"$out/router-lifecycle.txt"
   ;;
+kvcheck)  # kv routing with 2 workers sharing GPU 0: does the frontend apply SGLang's KV events?
+  share_cfg "$out/share.yaml"; printf 'frontend:\n  router_mode: kv\n' >>"$out/share.yaml"
+  start kvcheck -c "$out/share.yaml" --gpus 0 || exit 1
+  grep -h "connecting to" /tmp/dynlaunch-gpu/state-kvcheck/logs/tiny-*.log | cut -c1-200 | tee -a "$out/$phase.log"
+  bench kv --url "$url" --model tiny-llama --prefix-tokens 2000 --requests 24
+  cat "$out/bench-kv.txt" | tee -a "$out/$phase.log"
+  curl -s "$url/metrics" | grep -E '^dynamo_component_(kv_cache_events_applied|router_kv_hit_rate)' | tee -a "$out/$phase.log"
+  down kvcheck
+  ;;
 share)
   eng=(--attention-backend triton --sampling-backend pytorch --disable-cuda-graph --enable-metrics)
   one() {  # one NAME PORT FRACTION: a stack of its own (namespace, state, port); 0 when ready

@@ -531,6 +531,8 @@ def test_kv_router_adds_kv_events_config(count: int) -> None:
         port = host.ports[f"worker-{i}.kv_events"]
         assert kv["endpoint"] == f"tcp://127.0.0.1:{port}"
         assert spec.ports["kv_events"] == port
+        # Dynamo's subscriber connects to SGLang's local IP, not the endpoint's host
+        assert spec.env["SGLANG_HOST_IP"] == "127.0.0.1"
         endpoints.append(kv["endpoint"])
     assert len(set(endpoints)) == count
 
@@ -541,6 +543,7 @@ def test_other_router_modes_have_no_kv_events(mode: str) -> None:
     plan = build_plan(cfg, "sglang", make_host(cfg))
     assert "--kv-events-config" not in worker(plan).argv
     assert "kv_events" not in worker(plan).ports
+    assert "SGLANG_HOST_IP" not in worker(plan).env
 
 
 def test_tokenizer_flags_are_not_secrets() -> None:
