@@ -50,6 +50,14 @@ def check(
             _tp(spec, (heads or {}).get(spec.path))
     if plan.backend == "sglang":
         _gpu_memory(plan)
+    kv_ports = [str(w.ports["kv_events"]) for w in plan.by_role("worker") if "kv_events" in w.ports]
+    if kv_ports:
+        warnings.append(
+            f"router_mode kv: each SGLang worker's KV-event publisher binds all interfaces (port "
+            f"{', '.join(kv_ports)}): SGLang binds only a wildcard endpoint (given 127.0.0.1 it "
+            "connects, and no event reaches the router); Dynamo subscribes on 127.0.0.1. On a "
+            "shared network, firewall these ports (they carry KV block hashes)"
+        )
     compat = for_version(plan.dynamo_version)
     if plan.router_mode == "kv" and not compat.kv_router_migrates:
         warnings.append(

@@ -496,7 +496,10 @@ def _worker(
         if compat.migration_in_card:  # the card a first worker writes: 1.x's frontend flag
             argv += ["--migration-limit", str(cfg.frontend.migration_limit)]
         if "kv_events" in ports:
-            endpoint = f"tcp://127.0.0.1:{ports['kv_events']}"
+            # SGLang binds only a wildcard endpoint; given 127.0.0.1 it *connects*, as Dynamo's
+            # subscriber does, and no event ever flows (measured: 0 applied). So it binds all
+            # interfaces; Dynamo connects on loopback (SGLANG_HOST_IP below).
+            endpoint = f"tcp://*:{ports['kv_events']}"
             kv = {"publisher": "zmq", "topic": "kv-events", "endpoint": endpoint}
             argv += ["--kv-events-config", json.dumps(kv, separators=(",", ":"))]
     else:

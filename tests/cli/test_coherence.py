@@ -121,3 +121,18 @@ def test_shared_gpu_within_its_memory_and_odd_page_size_warn_or_pass(
     warnings = [line for line in odd.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 1, odd.stderr
     assert "page_size 24 is not a power of two" in warnings[0]
+
+
+def test_sglang_kv_events_bind_warning(home: Path) -> None:
+    """SGLang binds its KV-event publisher only on a wildcard endpoint: kv says so, once, with
+    the ports; round-robin has no KV-event port and no such line."""
+    args = ["plan", "sglang", "--gpus", "0,1", "--workers", "2", "--json"]
+    kv = run_cli(args, home, env={"DYNLAUNCH_FRONTEND__ROUTER_MODE": "kv"})
+    assert kv.returncode == 0, kv.stderr
+    ports = [str(p["ports"]["kv_events"]) for p in json.loads(kv.stdout)["processes"]
+             if p["role"] == "worker"]  # fmt: skip
+    said = [line for line in kv.stderr.splitlines() if "binds all interfaces" in line]
+    assert len(said) == 1, kv.stderr
+    assert f"(port {', '.join(ports)})" in said[0]
+    rr = run_cli(args, home, env={"DYNLAUNCH_FRONTEND__ROUTER_MODE": "round-robin"})
+    assert "binds all interfaces" not in rr.stderr

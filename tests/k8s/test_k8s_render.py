@@ -418,5 +418,6 @@ def test_plain_pods_carry_the_config_env_and_kv_events() -> None:
     assert (worker_env["SGLANG_ALLOW_OVERWRITE"], front_env["DYN_LOG"]) == ("1", "debug")
     args = pods(dgd)["SGLangWorker"][1]["args"]
     assert args[-2:] == ["--max-total-tokens", "4096"]
-    assert "tcp://127.0.0.1:5557" in args[args.index("--kv-events-config") + 1]
+    # SGLang binds only a wildcard endpoint (a 127.0.0.1 one makes it connect: no events flow)
+    assert "tcp://*:5557" in args[args.index("--kv-events-config") + 1]
     assert pods(dgd)["Frontend"][1]["args"][-2:] == ["--router-mode", "kv"]

@@ -529,7 +529,7 @@ def test_kv_router_adds_kv_events_config(count: int) -> None:
     for i, spec in enumerate(plan.by_role("worker")):
         kv = json.loads(flag_value(spec.argv, "--kv-events-config"))
         port = host.ports[f"worker-{i}.kv_events"]
-        assert kv["endpoint"] == f"tcp://127.0.0.1:{port}"
+        assert kv["endpoint"] == f"tcp://*:{port}"  # SGLang binds only a wildcard
         assert spec.ports["kv_events"] == port
         # Dynamo's subscriber connects to SGLang's local IP, not the endpoint's host
         assert spec.env["SGLANG_HOST_IP"] == "127.0.0.1"
