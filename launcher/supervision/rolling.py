@@ -184,10 +184,24 @@ class Runner:
             self._stopped = [c for c in olds if c is not None]
             self._stop(*self._stopped, where=where)
         elif step.action == "start-all":  # in the old ones' places: their ports and GPUs
+            holders: dict[str, Child] = {}  # GPU -> the last replacement started on it
             for old in self._stopped:
+                # Workers sharing a GPU start one after another, as at `up` (plan.gpu_waves):
+                # SGLang sizes its memory from what is free when it starts.
+                for before in {holders[g].name: holders[g] for g in old.spec.gpus
+                               if g in holders}.values():  # fmt: skip
+                    try:
+                        self._wait_ready(before, where, rollback=None)
+                    except StepFailedError:  # the others started: left to their policy too
+                        for new in self._started:
+                            if new is not before:
+                                self.stack.in_loop(partial(self.stack.adopt, new))
+                        raise
                 name = operations.next_name(old.name)
                 ports = {f"{name}.{kind}": port for kind, port in old.spec.ports.items()}
-                self._started.append(self._start(operations.respec(old.spec, name, ports), where))
+                new = self._start(operations.respec(old.spec, name, ports), where)
+                self._started.append(new)
+                holders.update(dict.fromkeys(new.spec.gpus, new))
         else:
             waiting = list(self._started)
             try:
