@@ -7,13 +7,11 @@ once every worker it started is registered (read through etcd's own gateway)."""
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import uuid
 from pathlib import Path
 
 import pytest
-from launcher_run import REPO, Launcher, Load, up_env
+from launcher_run import Launcher, Load
 
 from testkit.etcd import Gateway
 from testkit.net import free_port, poll_for
@@ -35,13 +33,6 @@ def _up05(started: list[Launcher], tmp: Path, python: Path, *args: str) -> tuple
     return launcher, port
 
 
-def _cli(launcher: Launcher, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "launcher", *args, "--state-dir", str(launcher.state_dir)],
-        capture_output=True, text=True, cwd=REPO, env=up_env(tmp), timeout=300,
-    )  # fmt: skip
-
-
 def _entries(launcher: Launcher) -> int:
     """The models/ entries of the run's namespace (one per registered 0.5 worker)."""
     ns = str(launcher.info()["namespace"])
@@ -55,10 +46,10 @@ def test_after_a_scale_a_restart_waits_for_each_replacement_to_register(
     launcher, port = _up05(started, tmp_path, dynamo05_python, "--workers", "1")
     load = Load(port, clients=2)
     poll_for(lambda: len(load.results) >= 5, 120, "5 requests before the scale")
-    up = _cli(launcher, tmp_path, "scale", "--workers", "3")
+    up = launcher.cli(tmp_path, "scale", "--workers", "3")
     assert up.returncode == 0, up.stdout + up.stderr + launcher.dump()
     assert _entries(launcher) == 3  # both added workers registered before it said so
-    again = _cli(launcher, tmp_path, "restart")
+    again = launcher.cli(tmp_path, "restart")
     assert again.returncode == 0, again.stdout + again.stderr + launcher.dump()
     # the last replacement registered before the command returned (a fenced old worker's entry
     # may stay a few seconds: 0.5 drops it once its NATS subject has no subscriber), then 3

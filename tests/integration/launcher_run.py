@@ -126,6 +126,14 @@ class Launcher:
         assert isinstance(report, dict)
         return report
 
+    def cli(self, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        """`dynlaunch ARGS --state-dir STATE` against this run (restart, scale, reload, ...),
+        through the real CLI, with the test's own HOME under ``tmp``."""
+        return subprocess.run(
+            [sys.executable, "-m", "launcher", *args, "--state-dir", str(self.state_dir)],
+            capture_output=True, text=True, cwd=REPO, env=up_env(tmp), timeout=300,
+        )  # fmt: skip
+
     def stop(self, sig: signal.Signals = signal.SIGTERM, timeout: float = 60.0) -> int:
         self.proc.send_signal(sig)
         return self.wait(timeout)

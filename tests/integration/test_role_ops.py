@@ -8,14 +8,12 @@ exit 2, nothing touched."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 import test_roles
-from launcher_run import REPO, Launcher, Load, up_env
+from launcher_run import Launcher, Load
 
 from testkit import procs
 from testkit.etcd import Gateway
@@ -23,13 +21,6 @@ from testkit.net import free_port, poll_for
 
 pytestmark = pytest.mark.integration
 infra = test_roles.infra  # real etcd and nats-server on loopback, like the operator's
-
-
-def _cli(launcher: Launcher, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "launcher", *args, "--state-dir", str(launcher.state_dir)],
-        capture_output=True, text=True, cwd=REPO, env=up_env(tmp_path), timeout=300,
-    )  # fmt: skip
 
 
 def _frontend_instances(port: int) -> int:
@@ -75,21 +66,21 @@ def test_a_worker_pod_scales_and_restarts_its_own_workers_under_load(
         load = Load(port, clients=3)
         _more_requests(load)
 
-        up = _cli(worker, tmp_path, "scale", "--workers", "2")
+        up = worker.cli(tmp_path, "scale", "--workers", "2")
         assert up.returncode == 0, up.stdout + up.stderr + worker.dump()
         added = _workers(worker)["worker-1"]
         assert procs.ppid(added) == worker.proc.pid  # /proc: a child of the worker pod's launcher
         _sees(port, infra, 2, "2 instances after scale --workers 2")
         _more_requests(load)
 
-        down = _cli(worker, tmp_path, "scale", "--workers", "1")
+        down = worker.cli(tmp_path, "scale", "--workers", "1")
         assert down.returncode == 0, down.stdout + down.stderr + worker.dump()
         assert procs.state(added) is None  # stopped and reaped
         _sees(port, infra, 1, "1 instance after scale --workers 1")
         _more_requests(load)
 
         first = _workers(worker)["worker-0"]
-        again = _cli(worker, tmp_path, "restart")
+        again = worker.cli(tmp_path, "restart")
         assert again.returncode == 0, again.stdout + again.stderr + worker.dump()
         new = _workers(worker)
         assert set(new) == {"worker-0.g2"}, new
@@ -127,7 +118,7 @@ def test_a_pod_refuses_operations_on_processes_it_does_not_run(
                 (frontend, ["scale", "--workers", "2"], "this is a frontend pod"),
                 (frontend, ["restart", "--role", "worker"], "this is a frontend pod")]  # fmt: skip
         for pod, args, text in asks:
-            done = _cli(pod, tmp_path, *args)
+            done = pod.cli(tmp_path, *args)
             assert done.returncode == 2, done.stdout + done.stderr
             error = done.stderr.strip()
             assert error.startswith("dynlaunch: error: "), error

@@ -10,14 +10,12 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 from functools import partial
 from pathlib import Path
 
 import httpx
 import pytest
-from launcher_run import REPO, Launcher, Load, up_env, up_mocker
+from launcher_run import Launcher, Load, up_mocker
 
 from testkit import procs
 from testkit.etcd import Gateway
@@ -25,13 +23,6 @@ from testkit.net import poll_for
 
 pytestmark = pytest.mark.integration
 GENERATE = re.compile(r'^dynamo_component_requests_total\{.*dynamo_endpoint="generate".*\} (\S+)$')
-
-
-def _cli(launcher: Launcher, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "launcher", *args, "--state-dir", str(launcher.state_dir)],
-        capture_output=True, text=True, cwd=REPO, env=up_env(tmp_path), timeout=300,
-    )  # fmt: skip
 
 
 def _instances(launcher: Launcher) -> int:
@@ -80,7 +71,7 @@ def test_scale_1_to_3_to_1_under_load_fails_no_request(
     first = launcher.child_pid("worker-0")
     load = Load(port, clients=3)
     _more_requests(load)
-    up = _cli(launcher, tmp_path, "scale", "--workers", "3")
+    up = launcher.cli(tmp_path, "scale", "--workers", "3")
     assert up.returncode == 0, up.stdout + up.stderr + launcher.dump()
     workers = _workers(launcher)
     assert set(workers) == {"worker-0", "worker-1", "worker-2"}, workers
@@ -92,7 +83,7 @@ def test_scale_1_to_3_to_1_under_load_fails_no_request(
     # the frontend routes to the new ones: their own counters grow
     for name in ("worker-1", "worker-2"):
         poll_for(partial(_serves, launcher, name), 60, f"{name} serving")
-    down = _cli(launcher, tmp_path, "scale", "--workers", "1")
+    down = launcher.cli(tmp_path, "scale", "--workers", "1")
     assert down.returncode == 0, down.stdout + down.stderr + launcher.dump()
     # highest index first
     assert down.stdout.index("remove worker-2") < down.stdout.index("remove worker-1"), down.stdout
@@ -104,7 +95,7 @@ def test_scale_1_to_3_to_1_under_load_fails_no_request(
     _more_requests(load)
     results = load.stop()
     assert Load.failed(results) == 0, f"{Load.failed(results)} of {len(results)} failed"
-    same = _cli(launcher, tmp_path, "scale", "--workers", "1")
+    same = launcher.cli(tmp_path, "scale", "--workers", "1")
     assert same.returncode == 0, same.stdout + same.stderr
     assert "already" in same.stdout, same.stdout
     assert launcher.stop() == 0
@@ -119,7 +110,7 @@ def test_scale_refuses_bad_input_with_exit_2_and_changes_nothing(
     bad = [(["--workers", "0"], "at least 1"),
            (["--workers", "2", "--model", "other"], "this run serves tiny")]  # fmt: skip
     for args, text in bad:
-        done = _cli(launcher, tmp_path, "scale", *args)
+        done = launcher.cli(tmp_path, "scale", *args)
         assert done.returncode == 2, done.stdout + done.stderr
         assert text in done.stderr, done.stderr
         assert "Traceback" not in done.stderr, done.stderr
@@ -147,7 +138,7 @@ def test_reload_of_a_worker_argument_replaces_only_the_workers(
     _more_requests(load)
     _config(config, "5.0")
     if how == "cli":
-        done = _cli(launcher, tmp_path, "reload")
+        done = launcher.cli(tmp_path, "reload")
         assert done.returncode == 0, done.stdout + done.stderr + launcher.dump()
         assert "worker-0: argv: --speedup-ratio 1.0 -> 5.0" in done.stdout, done.stdout
     else:
@@ -178,7 +169,7 @@ def test_reload_changing_the_etcd_endpoint_is_refused_and_changes_nothing(
     launcher.wait_ready()
     pids = {c["name"]: c["pid"] for c in launcher.status()["children"]}
     other = _config(tmp_path / "other.yaml", "5.0", etcd="http://127.0.0.1:2379")
-    done = _cli(launcher, tmp_path, "reload", "--config", str(other))
+    done = launcher.cli(tmp_path, "reload", "--config", str(other))
     assert done.returncode == 2, done.stdout + done.stderr + launcher.dump()
     error = done.stderr.strip()
     assert error.startswith("dynlaunch: error: "), error
