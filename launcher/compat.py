@@ -41,6 +41,13 @@ class Compat:
     # 1.6.1 yes: 0 of ~690 in each of 3 runs (1.5.x and 1.6.0 not measured: taken as 1.4.2 and
     # 1.6.1). `auto` picks kv only on a line where this holds.
     kv_router_migrates: bool
+    # Dynamo's NATS client speaks TLS: NATS_TLS_CA_CERT_PATH, NATS_TLS_CLIENT_CERT_PATH and
+    # NATS_TLS_CLIENT_KEY_PATH (file paths; PEM text fails: "reading CA cert: ...") with a tls://
+    # NATS_SERVER (nats:// with them set exits: "NATS TLS is configured ... but NATS_SERVER does
+    # not use the 'tls://' scheme"). Measured: 1.6.1 yes, with and without a client certificate
+    # (nats-server 2.9.10, TLS 1.3); 1.4.2 and 0.5.0 no (no NATS_TLS_* in their binaries; 1.4.2
+    # panics on a TLS-only NATS). 1.5.x and 1.6.0 not measured: taken as 1.4.2 and 1.6.1.
+    nats_tls_env: bool = False
 
     @property
     def fence_by(self) -> str:
@@ -91,10 +98,10 @@ _V1 = Compat(
 def for_version(version: str) -> Compat:
     """The line of ``version``: before 0.5 only `dynamo.sglang.worker` exists; 0.6 dropped that
     alias; 1.0 brought the v1 layout, TCP request plane and settable ports; 1.6's KV router
-    migrates a dead worker's requests."""
+    migrates a dead worker's requests, and 1.6 speaks TLS to NATS."""
     major, minor = parse(version)
     if (major, minor) >= (1, 6):
-        return replace(_V1, kv_router_migrates=True)
+        return replace(_V1, kv_router_migrates=True, nats_tls_env=True)
     if major >= 1:
         return _V1
     if minor < 5:

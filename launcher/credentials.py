@@ -6,8 +6,10 @@ Dynamo's variables (measured on 1.4.2 and 0.5.0 with a real authenticated etcd a
 `ETCD_AUTH_CLIENT_KEY` work only as PEM *contents* (a path fails) and only when no username is set
 (the client picks one or the other); `NATS_AUTH_USERNAME`/`NATS_AUTH_PASSWORD` and
 `NATS_AUTH_TOKEN` work; there is no `NATS_TLS_*` in either binary, and a NATS server that asks for
-TLS aborts Dynamo's connection. dynlaunch's own clients (lock, fencing, clear-namespace, status)
-take all of them, paths or PEM, and `NATS_TLS_CA`/`NATS_TLS_CERT`/`NATS_TLS_KEY` for NATS.
+TLS aborts Dynamo's connection. Dynamo 1.6.1 speaks TLS to NATS: `NATS_TLS_CA_CERT_PATH`,
+`NATS_TLS_CLIENT_CERT_PATH`, `NATS_TLS_CLIENT_KEY_PATH` (paths) with a tls:// `NATS_SERVER`.
+dynlaunch's own clients (lock, fencing, clear-namespace, status) take all of them, paths or PEM,
+and `NATS_TLS_CA`/`NATS_TLS_CERT`/`NATS_TLS_KEY` for NATS.
 
 One process-wide set is *active* (`activate`); until then the environment's. Nothing here
 prints a secret: the secret fields are left out of ``repr``.
@@ -93,7 +95,7 @@ NATS_VARS = {
     "token": "NATS_AUTH_TOKEN",
     "nkey": "NATS_AUTH_NKEY",
     "creds_file": "NATS_AUTH_CREDENTIALS_FILE",
-    "ca": "NATS_TLS_CA",  # dynlaunch's own: Dynamo reads no NATS_TLS_* (measured)
+    "ca": "NATS_TLS_CA",  # dynlaunch's names; Dynamo 1.6's are NATS_TLS_ENV
     "cert": "NATS_TLS_CERT",
     "key": "NATS_TLS_KEY",
 }
@@ -307,9 +309,13 @@ def write_private(file: Path, text: str) -> None:
 # -- what Dynamo's processes get ----------------------------------------------------------------
 
 
-def child_env(auth: InfraAuth) -> tuple[dict[str, str], list[str]]:
+def child_env(
+    auth: InfraAuth, nats_url: str | None = None, nats_tls_env: bool = False
+) -> tuple[dict[str, str], list[str]]:
     """The variables every Dynamo process needs to reach etcd and NATS, and one warning for each
-    setting Dynamo does not honour (dynlaunch's own clients still use it)."""
+    setting Dynamo does not honour (dynlaunch's own clients still use it). ``nats_tls_env``: this
+    Dynamo speaks TLS to NATS (1.6+, launcher.compat); ``nats_url``: the external NATS, given to
+    it as tls:// when it does."""
     env: dict[str, str] = {}
     warnings: list[str] = []
     e, n = auth.etcd, auth.nats
@@ -336,13 +342,46 @@ def child_env(auth: InfraAuth) -> tuple[dict[str, str], list[str]]:
         value = getattr(n, attr)
         if value:
             env[NATS_VARS[attr]] = nkey_seed(value) if attr == "nkey" else value
-    if n.tls:
+    if n.tls and nats_tls_env:
+        env |= nats_tls(n, nats_url)
+    elif n.tls:
         warnings.append(
             "Dynamo (1.4.2 and 0.5.0, measured) cannot connect to NATS over TLS: its processes "
             "connect without TLS, so that NATS must also accept plain connections; dynlaunch's "
             "own NATS client uses TLS"
         )
     return env, warnings
+
+
+NATS_TLS_ENV = {"ca": "NATS_TLS_CA_CERT_PATH", "cert": "NATS_TLS_CLIENT_CERT_PATH",
+                "key": "NATS_TLS_CLIENT_KEY_PATH"}  # fmt: skip
+
+
+def nats_tls(nats: NatsAuth, url: str | None) -> dict[str, str]:
+    """Dynamo 1.6's NATS TLS (measured on 1.6.1): the files as paths (it reads the variables as
+    paths: PEM text fails, "reading CA cert: ..."), and a tls:// NATS_SERVER, which it requires
+    once any of them is set. Only paths are given here (never a key's content)."""
+    env: dict[str, str] = {}
+    for attr, var in NATS_TLS_ENV.items():
+        value = getattr(nats, attr)
+        if not value:
+            continue
+        if value.lstrip().startswith(PEM):
+            raise ConfigError(
+                f"{NATS_VARS[attr]} (infra.nats.{NATS_KEYS[attr]}): Dynamo reads {var} as a file "
+                "path, not PEM text: give the path of a file (mode 0600 for a key)"
+            )
+        env[var] = os.path.abspath(value)
+    if url:
+        env["NATS_SERVER"] = ",".join(_tls_scheme(u.strip()) for u in url.split(",") if u.strip())
+    return env
+
+
+def _tls_scheme(url: str) -> str:
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        return f"tls://{url}"
+    return f"tls://{rest}" if scheme == "nats" else url
 
 
 def for_run(
@@ -355,11 +394,14 @@ def for_run(
     embedded_nats: bool,
     generate_for_embedded: bool,
     tls: TlsMaterial | None = None,
+    nats_url: str | None = None,
+    nats_tls_env: bool = False,
 ) -> tuple[InfraAuth, dict[str, str], bool, list[str]]:
     """The run's credentials: the state dir's generated ones for embedded etcd/NATS (made now if
     there are none; the shell writes them), the user's for external ones. Also what Dynamo's
     processes get of them, whether generated ones are in use, and warnings. ``tls``: the embedded
-    etcd's certificates (`infra.tls`, launcher.tlsfiles)."""
+    etcd's certificates (`infra.tls`, launcher.tlsfiles). ``nats_url``: the external NATS;
+    ``nats_tls_env``: Dynamo speaks TLS to it (launcher.compat)."""
     given, dynamo = external(environ, etcd, nats), for_dynamo(environ, etcd, nats)
     made = (
         load_or_generate(state_dir)
@@ -373,7 +415,8 @@ def for_run(
     dynamo_etcd = auth.etcd if embedded_etcd else dynamo.etcd
     if tls is not None and embedded_etcd:
         auth, dynamo_etcd = _with_tls(auth, tls, state_dir)
-    env, warnings = child_env(InfraAuth(dynamo_etcd, auth.nats if embedded_nats else dynamo.nats))
+    dynamo_auth = InfraAuth(dynamo_etcd, auth.nats if embedded_nats else dynamo.nats)
+    env, warnings = child_env(dynamo_auth, None if embedded_nats else nats_url, nats_tls_env)
     return auth, env, made is not None, warnings
 
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from launcher import coherence, credentials, gpus, ports, probes, tinymodel, versions
+from launcher.compat import for_version
 from launcher.config import Config, check_model_path, mask_userinfo, tiny_model_dir
 from launcher.errors import ConfigError, StartupError
 from launcher.k8s import podenv
@@ -130,6 +131,7 @@ def resolve_plan(
     auth, infra_env, generated, auth_warnings = credentials.for_run(
         environ, cfg.infra.etcd, cfg.infra.nats, state_dir=state_dir, embedded_etcd=etcd is None,
         embedded_nats=nats is None, generate_for_embedded=cfg.infra.auth, tls=tls,
+        nats_url=nats, nats_tls_env=for_version(version).nats_tls_env,
     )  # fmt: skip
     warnings += auth_warnings
     if role == "all":
@@ -291,9 +293,25 @@ def check_external(plan: Plan) -> None:
         raise StartupError(f"{name}: {mask_userinfo(wrong)}")
     info = None if plan.by_role("nats") else probes.nats_info(plan.nats_url)
     if info and info.get("tls_required"):
+        check_nats_tls(plan)
+
+
+def check_nats_tls(plan: Plan) -> None:
+    """An external NATS that requires TLS: Dynamo 1.6+ speaks it when given the CA (its
+    NATS_SERVER is then tls://, launcher.credentials.nats_tls); older lines cannot at all."""
+    dynamo = next((p.env for p in plan.processes if p.role in ("frontend", "worker")), {})
+    if dynamo.get("NATS_SERVER", "").startswith("tls://"):
+        return
+    shown = mask_userinfo(plan.nats_url or "")
+    if for_version(plan.dynamo_version).nats_tls_env:
         raise StartupError(
-            f"NATS_SERVER (infra.nats.url): {mask_userinfo(plan.nats_url)} requires TLS, which "
-            f"Dynamo {plan.dynamo_version} cannot speak (measured on 1.4.2 and 0.5.0: its NATS "
-            "client aborts the handshake); give Dynamo a NATS listener without TLS, on loopback "
-            "or a private network, with a user and password"
+            f"NATS_SERVER (infra.nats.url): {shown} requires TLS: set NATS_TLS_CA "
+            f"(infra.nats.ca) to the path of its CA, and Dynamo {plan.dynamo_version} connects "
+            "over TLS (NATS_TLS_CA_CERT_PATH)"
         )
+    raise StartupError(
+        f"NATS_SERVER (infra.nats.url): {shown} requires TLS, which "
+        f"Dynamo {plan.dynamo_version} cannot speak (measured on 1.4.2 and 0.5.0: its NATS "
+        "client aborts the handshake; 1.6.1 can); give Dynamo a NATS listener without TLS, on "
+        "loopback or a private network, with a user and password"
+    )
