@@ -148,8 +148,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "plan-env-unmasked",
         "launcher/plan.py",
-        'k: ("***" if is_secret_name(k) else mask_userinfo(v))',
-        "k: mask_userinfo(v)",
+        '"env": {k: _shown_env(k, v) for k, v in self.env.items()},',
+        '"env": {k: mask_userinfo(v) for k, v in self.env.items()},',
         "plan (text and --json) prints secret env values",
         (SECRETS,),
     ),
