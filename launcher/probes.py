@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import os
 import socket
 import ssl
 from collections.abc import Iterator
@@ -194,3 +195,45 @@ def nats_subscribed(monitor: str, subject: str) -> bool | None:
     if not isinstance(body, dict) or "num_subscriptions" not in body:
         return None
     return bool(body.get("subscriptions_list"))
+
+
+def nats_subjects_of(monitor: str, nats_port: int, pid: int) -> set[str] | None:
+    """The subjects process ``pid``'s own NATS connections subscribe to: its sockets to
+    ``nats_port`` (/proc/PID/fd and /proc/PID/net/tcp), matched by their local port with the
+    connections the server's monitoring port lists (``/connz?subs=1``). None when either side
+    cannot be read."""
+    try:
+        inodes = _socket_inodes(pid)
+        ports: set[int] = set()
+        for table in ("tcp", "tcp6"):
+            with open(f"/proc/{pid}/net/{table}", encoding="ascii") as rows:
+                for row in list(rows)[1:]:
+                    cols = row.split()
+                    local, remote, inode = cols[1], cols[2], cols[9]
+                    if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == nats_port:
+                        ports.add(int(local.rsplit(":", 1)[1], 16))
+        body = httpx.get(f"{monitor}/connz", params={"subs": 1, "limit": 4096},
+                         timeout=TIMEOUT).json()  # fmt: skip
+    except (OSError, ValueError, IndexError, httpx.HTTPError):
+        return None
+    if not isinstance(body, dict) or not isinstance(body.get("connections"), list):
+        return None
+    return {
+        subject
+        for conn in body["connections"]
+        if isinstance(conn, dict) and conn.get("port") in ports
+        for subject in conn.get("subscriptions_list") or []
+    }
+
+
+def _socket_inodes(pid: int) -> set[str]:
+    """The inodes of process ``pid``'s sockets (its /proc/PID/fd links ``socket:[N]``)."""
+    found: set[str] = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:  # closed meanwhile
+            continue
+        if target.startswith("socket:["):
+            found.add(target[8:-1])
+    return found

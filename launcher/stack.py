@@ -66,6 +66,8 @@ class Hooks:
     after_registration: Callable[[], None] = _nothing  # e.g. the migration limit in the card
     on_change: Callable[[list[Child]], None] = lambda _children: None  # e.g. the status file
     on_exit: Callable[[Child], None] = lambda _child: None  # exited on its own, or hung: fence it
+    # a live Dynamo 0.5 worker whose leases on_exit revoked: it finishes and exits on its own
+    fenced_live: Callable[[Child], bool] = lambda _child: False
     # why a child that ended during start-up may have (what was checked), or None
     explain_exit: Callable[[Child], str | None] = lambda _child: None
     dynamo_stopped: Callable[[], None] = _nothing  # workers and frontend are down, infra is up
@@ -573,11 +575,14 @@ class Stack:
         child.to(State.RUNNING, "the replacement is ready")
         self.hooks.on_change(self.children)
 
-    def retire(self, child: Child) -> None:
-        """SIGTERM (and SIGCONT) a replaced child's group; its exit is not restarted."""
-        child.to(State.STOPPING, "replaced")
-        self.sup.signal_group(child, signal.SIGTERM)
-        self.sup.signal_group(child, signal.SIGCONT)
+    def retire(self, child: Child, term: bool = True) -> None:
+        """SIGTERM (and SIGCONT) a replaced child's group (``term``; else it is left to exit on
+        its own, as a fenced Dynamo 0.5 worker does); its exit is not restarted."""
+        if child.state is not State.STOPPING:
+            child.to(State.STOPPING, "replaced")
+        if term:
+            self.sup.signal_group(child, signal.SIGTERM)
+            self.sup.signal_group(child, signal.SIGCONT)
         self.hooks.on_change(self.children)
 
     def kill_group(self, child: Child) -> None:

@@ -273,6 +273,7 @@ def up(
                 after_registration=etcd.after_registration,
                 on_change=state.write_status,
                 on_exit=etcd.fence,
+                fenced_live=etcd.fenced_live,
                 explain_exit=etcd.explain_exit,
                 dynamo_stopped=etcd.release,
                 registered=etcd.registered,

@@ -22,6 +22,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from launcher import operations, probes
+from launcher.compat import for_version
 from launcher.errors import EXIT_STARTUP, DynlaunchError
 from launcher.operations import Step
 from launcher.supervision.control_socket import Request
@@ -266,12 +267,29 @@ class Runner:
 
     def _stop(self, *olds: Child, where: str) -> None:
         """Fence, SIGTERM, SIGKILL after the drain time; wait until the loop has reaped them.
-        Several (--no-rolling): all fenced and signalled first, drained together."""
+        Several (--no-rolling): all fenced and signalled first, drained together. Dynamo 0.5
+        (fenced by NATS subject): with an external NATS a live worker's lease cannot be told
+        from the others', and a SIGTERMed 0.5 worker leaves it to its TTL, so it is fenced again
+        once it is gone (a no-op where the first fence worked)."""
+        after = for_version(self.stack.plan.dynamo_version).fence_by == "nats-subject"
         for old in olds:
             if old.spec.role == "worker":
                 self.stack.hooks.on_exit(old)  # fence: revoke its lease, nothing new is routed
         drain = max(self._drain_s(old) for old in olds)
+        # A 0.5 worker fenced while it ran finishes what it serves and exits on its own
+        # (SIGTERM would cut its streams: 0.5 exits at once): it gets the drain time for that.
+        leaving = [o for o in olds if self.stack.hooks.fenced_live(o)]
+        for old in leaving:
+            self.stack.in_loop(partial(self.stack.retire, old, term=False))
+            self._say(f"{self.what}: {where}: {old.name} pid={old.pid} fenced; it finishes its "
+                      f"requests and exits (up to {drain:.0f}s, then SIGTERM)")  # fmt: skip
+        deadline = time.monotonic() + drain
+        while any(o.alive for o in leaving) and time.monotonic() < deadline:
+            self._check_stopping()
+            time.sleep(POLL_S)
         for old in olds:
+            if old in leaving and not old.alive:
+                continue
             self.stack.in_loop(partial(self.stack.retire, old))
             fenced = "fenced, " if old.spec.role == "worker" else ""
             self._say(f"{self.what}: {where}: {old.name} pid={old.pid} {fenced}SIGTERM; draining "
@@ -286,6 +304,9 @@ class Runner:
             self.stack.in_loop(partial(self.stack.kill_group, old))
         for old in olds:
             self._wait_gone(old)
+        for old in olds:
+            if old.spec.role == "worker" and after:
+                self.stack.hooks.on_exit(old)  # its subjects lost their subscriber: its lease
 
     def _drain_s(self, old: Child) -> float:
         drain = self.stack.cfg.restart.drain_s if old.spec.role == "worker" else None
