@@ -443,7 +443,8 @@ def tls_warnings(tls: bool, embedded_etcd: bool, embedded_nats: bool, auth: bool
         login = "user and password" if auth else "no login: infra.auth is false"
         warnings.append(
             f"infra.tls: the embedded NATS stays without TLS (loopback only, {login}): "
-            "Dynamo 1.4.2 and 0.5.0 cannot connect to NATS over TLS"
+            "Dynamo 1.4.2 and 0.5.0 cannot connect to NATS over TLS, and dynlaunch does not "
+            "put its embedded NATS on TLS for 1.6 yet"
         )
     if not embedded_etcd:
         warnings.append(
