@@ -19,7 +19,7 @@ import zlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
-from launcher import procid
+from launcher import procid, sockets
 from launcher.errors import ConfigError
 from launcher.plan import PortSlot
 
@@ -32,27 +32,17 @@ def reservation_dir() -> Path:
 
 def owner(port: int) -> str | None:
     """'pid 123 (etcd)' for the process listening on ``port``, if /proc tells."""
-    inodes: set[str] = set()
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        with contextlib.suppress(OSError):
-            for line in Path(table).read_text().splitlines()[1:]:
-                cols = line.split()
-                if (
-                    len(cols) > 9
-                    and cols[3] in ("0A", "07")
-                    and int(cols[1].rsplit(":", 1)[1], 16) == port
-                ):
-                    inodes.add(f"socket:[{cols[9]}]")
+    inodes = {row.inode for row in sockets.tcp_rows()
+              if row.state in ("0A", "07") and row.local_port == port}  # fmt: skip
     if not inodes:
         return None
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
             continue
         with contextlib.suppress(OSError):
-            for fd in (proc / "fd").iterdir():
-                if os.readlink(fd) in inodes:
-                    comm = (proc / "comm").read_text().strip()
-                    return f"pid {proc.name} ({comm})"
+            if sockets.socket_inodes(int(proc.name)) & inodes:
+                comm = (proc / "comm").read_text().strip()
+                return f"pid {proc.name} ({comm})"
     return "another process (not visible to this user)"
 
 

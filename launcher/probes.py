@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 import ssl
 from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
+
+from launcher import sockets
 
 TIMEOUT = httpx.Timeout(2.0, connect=1.0)
 
@@ -203,18 +204,13 @@ def nats_subjects_of(monitor: str, nats_port: int, pid: int) -> set[str] | None:
     connections the server's monitoring port lists (``/connz?subs=1``). None when either side
     cannot be read."""
     try:
-        inodes = _socket_inodes(pid)
-        ports: set[int] = set()
-        for table in ("tcp", "tcp6"):
-            with open(f"/proc/{pid}/net/{table}", encoding="ascii") as rows:
-                for row in list(rows)[1:]:
-                    cols = row.split()
-                    local, remote, inode = cols[1], cols[2], cols[9]
-                    if inode in inodes and int(remote.rsplit(":", 1)[1], 16) == nats_port:
-                        ports.add(int(local.rsplit(":", 1)[1], 16))
+        inodes = sockets.socket_inodes(pid)
+        tables = (f"/proc/{pid}/net/tcp", f"/proc/{pid}/net/tcp6")  # its network namespace's
+        ports = {row.local_port for row in sockets.tcp_rows(tables)
+                 if row.inode in inodes and row.remote_port == nats_port}  # fmt: skip
         body = httpx.get(f"{monitor}/connz", params={"subs": 1, "limit": 4096},
                          timeout=TIMEOUT).json()  # fmt: skip
-    except (OSError, ValueError, IndexError, httpx.HTTPError):
+    except (OSError, ValueError, httpx.HTTPError):
         return None
     if not isinstance(body, dict) or not isinstance(body.get("connections"), list):
         return None
@@ -224,16 +220,3 @@ def nats_subjects_of(monitor: str, nats_port: int, pid: int) -> set[str] | None:
         if isinstance(conn, dict) and conn.get("port") in ports
         for subject in conn.get("subscriptions_list") or []
     }
-
-
-def _socket_inodes(pid: int) -> set[str]:
-    """The inodes of process ``pid``'s sockets (its /proc/PID/fd links ``socket:[N]``)."""
-    found: set[str] = set()
-    for fd in os.listdir(f"/proc/{pid}/fd"):
-        try:
-            target = os.readlink(f"/proc/{pid}/fd/{fd}")
-        except OSError:  # closed meanwhile
-            continue
-        if target.startswith("socket:["):
-            found.add(target[8:-1])
-    return found
