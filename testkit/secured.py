@@ -151,6 +151,14 @@ class SecuredNats:
         got = httpx.get(f"{self.monitor}/connz?auth=1", timeout=10, trust_env=False).json()
         return list(got.get("connections") or [])
 
+    def dynamo_tls_clients(self) -> list[dict[str, object]]:
+        """The connections that came over TLS from Dynamo's (Rust) client as user dynamo."""
+        return [
+            c for c in self.connections()
+            if c.get("lang") == "rust" and c.get("tls_version")
+            and c.get("authorized_user") == "dynamo"
+        ]  # fmt: skip
+
     def stop(self) -> None:
         if self.proc is not None:
             _kill(self.proc)

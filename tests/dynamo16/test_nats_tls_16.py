@@ -14,41 +14,19 @@ import signal
 import subprocess
 import sys
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from launcher_run import REPO, Launcher, chat_ok, up_env, up_mocker
 
-from testkit import tls
 from testkit.dynamo import worker_1x
 from testkit.etcd import Gateway, PrivateEtcd
 from testkit.net import free_port, poll_for
+from testkit.secured import SecuredNats, make_pki
 
 pytestmark = pytest.mark.integration
 
 NATS_PW = "nats-tls-pw-5e0c2a"
-
-
-@dataclass(frozen=True)
-class TlsNats:
-    url: str  # nats://: dynlaunch's own client upgrades; Dynamo gets tls://
-    monitor: str  # nats-server's HTTP monitoring port (plain, loopback)
-    ca: tls.Authority
-    client: tls.CertFiles
-    stranger: tls.Authority
-
-    def connections(self) -> list[dict[str, object]]:
-        got = httpx.get(f"{self.monitor}/connz?auth=1", timeout=10, trust_env=False).json()
-        return list(got.get("connections") or [])
-
-
-def _binary() -> str:
-    for where in ("/usr/sbin/nats-server", "/usr/bin/nats-server"):
-        if os.path.exists(where):
-            return where
-    return "nats-server"
 
 
 @pytest.fixture
@@ -61,49 +39,24 @@ def etcd(tmp_path: Path) -> Iterator[PrivateEtcd]:
 
 
 @pytest.fixture
-def tls_nats(tmp_path: Path) -> Iterator[TlsNats]:
+def tls_nats(tmp_path: Path) -> Iterator[SecuredNats]:
     """A nats-server that requires TLS, a client certificate from the test's CA, and a user."""
-    where = tmp_path / "pki"
-    ca = tls.make_ca(where)
-    server, client = tls.issue(ca, where, "server"), tls.issue(ca, where, "client")
-    port, http = free_port(), free_port()
-    conf = tmp_path / "nats.conf"
-    conf.write_text(
-        f"listen: 127.0.0.1:{port}\nhttp: 127.0.0.1:{http}\n"
-        f'authorization {{\n  user: "dynamo"\n  password: "{NATS_PW}"\n}}\n'
-        f'tls {{\n  cert_file: "{server.cert}"\n  key_file: "{server.key}"\n'
-        f'  ca_file: "{ca.cert}"\n  verify: true\n}}\n'
-    )
-    proc = subprocess.Popen(
-        [_binary(), "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )  # fmt: skip
-    nats = TlsNats(f"nats://127.0.0.1:{port}", f"http://127.0.0.1:{http}", ca, client,
-                   tls.make_ca(tmp_path / "stranger", "someone else's CA"))  # fmt: skip
-
-    def up() -> bool:
-        try:
-            return httpx.get(f"{nats.monitor}/healthz", timeout=2, trust_env=False).is_success
-        except httpx.HTTPError:
-            return False
-
+    nats = SecuredNats(make_pki(tmp_path / "pki"), NATS_PW).start(tmp_path / "nats.conf")
     try:
-        poll_for(up, 60, "the TLS nats-server to answer")
         yield nats
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
+        nats.stop()
 
 
-def _env(etcd: PrivateEtcd, nats: TlsNats, python: Path, **over: str) -> dict[str, str]:
+def _env(etcd: PrivateEtcd, nats: SecuredNats, python: Path, **over: str) -> dict[str, str]:
     env = {
         "ETCD_ENDPOINTS": etcd.url,
         "NATS_SERVER": nats.url,
         "NATS_AUTH_USERNAME": "dynamo",
         "NATS_AUTH_PASSWORD": NATS_PW,
-        "NATS_TLS_CA": nats.ca.cert,
-        "NATS_TLS_CERT": nats.client.cert,
-        "NATS_TLS_KEY": nats.client.key,
+        "NATS_TLS_CA": nats.pki.ca.cert,
+        "NATS_TLS_CERT": nats.pki.launcher.cert,
+        "NATS_TLS_KEY": nats.pki.launcher.key,
         "DYNLAUNCH_DYNAMO__PYTHON": str(python),
     }
     return env | over
@@ -118,17 +71,9 @@ def _leases(gateway: Gateway, ns: str) -> set[int]:
     return {kv[2] for kv in gateway.dump(f"v1/instances/{ns}/backend/generate/")}
 
 
-def _tls_dynamo_clients(nats: TlsNats) -> list[dict[str, object]]:
-    """Connections nats-server says came over TLS from Dynamo's (Rust) client as user dynamo."""
-    return [
-        c for c in nats.connections()
-        if c.get("lang") == "rust" and c.get("tls_version") and c.get("authorized_user") == "dynamo"
-    ]  # fmt: skip
-
-
 def test_up_serves_fences_and_clears_through_a_tls_only_nats(
     started: list[Launcher], tmp_path: Path, dynamo16_python: Path, etcd: PrivateEtcd,
-    tls_nats: TlsNats,
+    tls_nats: SecuredNats,
 ) -> None:  # fmt: skip
     env = _env(etcd, tls_nats, dynamo16_python)
     launcher, port = up_mocker(started, tmp_path, "--workers", "2", tag="ntls", env=env)
@@ -138,10 +83,10 @@ def test_up_serves_fences_and_clears_through_a_tls_only_nats(
     # What Dynamo's processes were given, read from /proc: paths and a tls:// server.
     worker = _environ(launcher.child_pid("worker-0"))
     assert worker["NATS_SERVER"] == tls_nats.url.replace("nats://", "tls://")
-    assert worker["NATS_TLS_CA_CERT_PATH"] == tls_nats.ca.cert
-    assert worker["NATS_TLS_CLIENT_KEY_PATH"] == tls_nats.client.key
+    assert worker["NATS_TLS_CA_CERT_PATH"] == tls_nats.pki.ca.cert
+    assert worker["NATS_TLS_CLIENT_KEY_PATH"] == tls_nats.pki.launcher.key
     # nats-server's own view: the frontend and both workers are on TLS, as user dynamo.
-    poll_for(lambda: len(_tls_dynamo_clients(tls_nats)) >= 3, 60, "3 Dynamo TLS connections")
+    poll_for(lambda: len(tls_nats.dynamo_tls_clients()) >= 3, 60, "3 Dynamo TLS connections")
     for pid in (launcher.child_pid(n) for n in ("frontend", "worker-0", "worker-1")):
         assert NATS_PW not in Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
     ns = str(launcher.info()["namespace"])
@@ -187,11 +132,11 @@ def test_up_serves_fences_and_clears_through_a_tls_only_nats(
     ],
 )
 def test_an_untrusted_or_missing_nats_ca_is_one_line_exit_3(
-    tmp_path: Path, dynamo16_python: Path, etcd: PrivateEtcd, tls_nats: TlsNats,
+    tmp_path: Path, dynamo16_python: Path, etcd: PrivateEtcd, tls_nats: SecuredNats,
     over: dict[str, str] | str, says: str,
 ) -> None:  # fmt: skip
     if over == "stranger":
-        over = {"NATS_TLS_CA": tls_nats.stranger.cert}
+        over = {"NATS_TLS_CA": tls_nats.pki.stranger.cert}
     assert isinstance(over, dict)
     env = _env(etcd, tls_nats, dynamo16_python, **over)
     argv = ["up", "mocker", "--namespace", "ntlsbad", "--http-port", str(free_port()),
@@ -206,4 +151,4 @@ def test_an_untrusted_or_missing_nats_ca_is_one_line_exit_3(
     assert says in errors[0]
     assert tls_nats.url in errors[0]
     assert NATS_PW not in done.stdout + done.stderr
-    assert not _tls_dynamo_clients(tls_nats)  # no Dynamo process got in
+    assert not tls_nats.dynamo_tls_clients()  # no Dynamo process got in

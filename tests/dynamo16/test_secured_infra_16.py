@@ -99,14 +99,6 @@ def _leases(gateway: Gateway, ns: str) -> set[int]:
     return {kv[2] for kv in gateway.dump(f"v1/instances/{ns}/backend/generate/")}
 
 
-def _tls_dynamo_clients(nats: SecuredNats) -> list[dict[str, object]]:
-    """Connections nats-server says came over TLS from Dynamo's (Rust) client as user dynamo."""
-    return [
-        c for c in nats.connections()
-        if c.get("lang") == "rust" and c.get("tls_version") and c.get("authorized_user") == "dynamo"
-    ]  # fmt: skip
-
-
 def test_up_serves_fences_and_clears_through_secured_etcd_and_tls_nats(
     started: list[Launcher], tmp_path: Path, dynamo16_python: Path, etcd: SecuredEtcd,
     nats: SecuredNats,
@@ -116,7 +108,7 @@ def test_up_serves_fences_and_clears_through_secured_etcd_and_tls_nats(
     launcher.wait_ready(240)
     assert chat_ok(port)
     # NATS, nats-server's own view: the frontend and both workers are on TLS, as user dynamo.
-    poll_for(lambda: len(_tls_dynamo_clients(nats)) >= 3, 60, "3 Dynamo TLS connections")
+    poll_for(lambda: len(nats.dynamo_tls_clients()) >= 3, 60, "3 Dynamo TLS connections")
     # etcd, read as root over TLS: both workers registered under leases.
     ns = str(launcher.info()["namespace"])
     gateway = etcd.gateway()
