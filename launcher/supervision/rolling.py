@@ -22,7 +22,6 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from launcher import operations, probes
-from launcher.compat import for_version
 from launcher.errors import EXIT_STARTUP, DynlaunchError
 from launcher.operations import Step
 from launcher.supervision.control_socket import Request
@@ -267,11 +266,10 @@ class Runner:
 
     def _stop(self, *olds: Child, where: str) -> None:
         """Fence, SIGTERM, SIGKILL after the drain time; wait until the loop has reaped them.
-        Several (--no-rolling): all fenced and signalled first, drained together. Dynamo 0.5
-        (fenced by NATS subject): with an external NATS a live worker's lease cannot be told
-        from the others', and a SIGTERMed 0.5 worker leaves it to its TTL, so it is fenced again
-        once it is gone (a no-op where the first fence worked)."""
-        after = for_version(self.stack.plan.dynamo_version).fence_by == "nats-subject"
+        Several (--no-rolling): all fenced and signalled first, drained together. A worker is
+        fenced again once it is gone: a no-op where the first fence worked; Dynamo 0.5 with an
+        external NATS cannot tell a live worker's lease from the others', and a SIGTERMed 0.5
+        worker leaves it to its TTL."""
         for old in olds:
             if old.spec.role == "worker":
                 self.stack.hooks.on_exit(old)  # fence: revoke its lease, nothing new is routed
@@ -305,8 +303,8 @@ class Runner:
         for old in olds:
             self._wait_gone(old)
         for old in olds:
-            if old.spec.role == "worker" and after:
-                self.stack.hooks.on_exit(old)  # its subjects lost their subscriber: its lease
+            if old.spec.role == "worker":
+                self.stack.hooks.on_exit(old)  # 0.5: its subjects lost their subscriber
 
     def _drain_s(self, old: Child) -> float:
         drain = self.stack.cfg.restart.drain_s if old.spec.role == "worker" else None
