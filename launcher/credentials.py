@@ -424,13 +424,8 @@ def _with_tls(auth: InfraAuth, tls: TlsMaterial, state_dir: str) -> tuple[InfraA
     """dynlaunch's own etcd login over TLS (the certificate without a common name, by path, and
     root's password if any) and Dynamo's (PEM text of the certificate whose common name is its
     user, and no username: Dynamo uses TLS only so)."""
-    from launcher.tlsfiles import paths
-
-    where = paths(state_dir)
-    own = EtcdAuth(auth.etcd.username, auth.etcd.password, where.ca, where.client_cert,
-                   where.client_key)  # fmt: skip
     dynamo = EtcdAuth(ca=tls.ca, cert=tls.dynamo_cert, key=tls.dynamo_key)
-    return InfraAuth(own, auth.nats), dynamo
+    return InfraAuth(_client_tls(state_dir, auth.etcd), auth.nats), dynamo
 
 
 def tls_warnings(tls: bool, embedded_etcd: bool, embedded_nats: bool, auth: bool) -> list[str]:
@@ -477,11 +472,16 @@ def for_run_record(
 
 
 def _run_tls(state_dir: str, login: EtcdAuth) -> EtcdAuth:
-    """A running `up`'s embedded etcd over TLS (`infra.tls`): its state dir's CA and dynlaunch's
-    client certificate, with ``login``'s user and password."""
+    """A running `up`'s embedded etcd over TLS (`infra.tls`), if its state dir has the files."""
+    from launcher.tlsfiles import paths
+
+    return _client_tls(state_dir, login) if os.path.exists(paths(state_dir).client_cert) else login
+
+
+def _client_tls(state_dir: str, login: EtcdAuth) -> EtcdAuth:
+    """dynlaunch's own login to the embedded etcd over TLS: the state dir's CA and its client
+    certificate (no common name), with ``login``'s user and password."""
     from launcher.tlsfiles import paths
 
     where = paths(state_dir)
-    if not os.path.exists(where.client_cert):
-        return login
     return EtcdAuth(login.username, login.password, where.ca, where.client_cert, where.client_key)

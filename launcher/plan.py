@@ -529,10 +529,10 @@ def _worker(
         env["CUDA_VISIBLE_DEVICES"] = ",".join(gpus)
     if "kv_events" in ports:
         # Dynamo's SGLang wrapper subscribes to the KV-event endpoint's port on SGLang's "local
-        # IP" (get_local_ip_auto: the routable address), whatever host the endpoint names, while
-        # SGLang binds the host given: 127.0.0.1. Measured on an H200 (Dynamo 1.4.2, SGLang
-        # 0.5.16): "connecting to tcp://192.0.2.2:PORT", 0 KV events applied. This variable is
-        # that local IP.
+        # IP" (get_local_ip_auto: the routable address), whatever host the endpoint names
+        # (measured on an H200, Dynamo 1.4.2, SGLang 0.5.16: "connecting to
+        # tcp://192.0.2.2:PORT"). This variable is that local IP: it connects on loopback to the
+        # wildcard-bound publisher above.
         env["SGLANG_HOST_IP"] = "127.0.0.1"
     env |= dict(spec.env)
     return ProcessSpec(
