@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.client
 import ssl
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,14 +17,6 @@ from testkit.etcd import Gateway
 from testkit.net import free_port
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def started() -> Iterator[list[Launcher]]:
-    launchers: list[Launcher] = []
-    yield launchers
-    for launcher in launchers:
-        launcher.kill()
 
 
 def _health(url: str, context: ssl.SSLContext) -> int:

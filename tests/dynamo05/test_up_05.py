@@ -11,7 +11,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ from testkit.etcd import Gateway
 from testkit.net import free_port, poll_for
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def started() -> Iterator[list[Launcher]]:
-    launchers: list[Launcher] = []
-    yield launchers
-    for launcher in launchers:
-        launcher.kill()
 
 
 def up05(started: list[Launcher], tmp: Path, python: Path, *args: str) -> tuple[Launcher, int]:
