@@ -75,11 +75,12 @@ def stale_workers_1x(
 
 
 def put_worker_1x(
-    target: str | HasEndpoints, ns: str, lease: int, rpc_port: int, system_port: int | None,
-    pub: int = 0,
+    target: str | HasEndpoints | Gateway, ns: str, lease: int, rpc_port: int,
+    system_port: int | None, pub: int = 0,
 ) -> list[str]:  # fmt: skip
-    """Write `worker_1x`'s keys on ``lease`` through etcd's gateway; their names."""
-    gateway = Gateway(target)
+    """Write `worker_1x`'s keys on ``lease`` through etcd's gateway (``target``'s, or a
+    Gateway given with its login); their names."""
+    gateway = target if isinstance(target, Gateway) else Gateway(target)
     values = worker_1x(ns, lease, rpc_port, system_port, pub)
     for key, value in values.items():
         gateway.put(key, json.dumps(value), lease)

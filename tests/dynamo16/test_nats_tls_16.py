@@ -8,7 +8,6 @@ Real etcd (plain), nats-server 2.9, frontend and mockers of 1.6.1; certificates 
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -19,7 +18,7 @@ from pathlib import Path
 import pytest
 from launcher_run import REPO, Launcher, chat_ok, up_env, up_mocker
 
-from testkit.dynamo import worker_1x
+from testkit.dynamo import put_worker_1x
 from testkit.etcd import Gateway, PrivateEtcd
 from testkit.net import free_port, poll_for
 from testkit.secured import SecuredNats, make_pki
@@ -102,9 +101,7 @@ def test_up_serves_fences_and_clears_through_a_tls_only_nats(
     assert int(gateway.call("/v3/lease/timetolive", {"ID": str(fenced)}).get("TTL", -1)) == -1
     # clear-namespace, through the same TLS-only NATS: a dead worker's keys go, live ones stay.
     lease = gateway.lease_grant(60)
-    stale = worker_1x(ns, lease, free_port(), free_port())
-    for key, value in stale.items():
-        gateway.put(key, json.dumps(value), lease)
+    stale = put_worker_1x(gateway, ns, lease, free_port(), free_port())
     home = tmp_path / "cli"
     home.mkdir()
     done = subprocess.run(

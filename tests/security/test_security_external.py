@@ -10,7 +10,6 @@ is its etcd user, which Dynamo's client uses only without a username)."""
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import ssl
@@ -26,7 +25,7 @@ import test_cli_errors as cli_errors
 from launcher_run import REPO, Launcher, chat_ok, up_env, up_mocker
 
 from testkit import tls
-from testkit.dynamo import worker_1x
+from testkit.dynamo import put_worker_1x
 from testkit.etcd import Gateway
 from testkit.net import free_port, poll_for
 
@@ -228,9 +227,7 @@ def test_up_serves_fences_and_clears_with_secured_external_infra(
     assert int(ttl.get("TTL", -1)) == -1  # revoked
     # clear-namespace: a dead worker's keys (its ports refuse connections) go, live ones stay.
     lease = gateway.lease_grant(60)
-    stale = worker_1x(ns, lease, free_port(), free_port())
-    for key, value in stale.items():
-        gateway.put(key, json.dumps(value), lease)
+    stale = put_worker_1x(gateway, ns, lease, free_port(), free_port())
     home = tmp_path / "cli"
     home.mkdir()
     env = _clear_env(secure_etcd, NATS_TLS_CA="")  # this NATS speaks no TLS

@@ -23,7 +23,7 @@ import yaml
 from launcher_run import REPO, Launcher, chat_ok, up_env, up_mocker
 
 from testkit import procs, tls
-from testkit.dynamo import worker_1x
+from testkit.dynamo import put_worker_1x
 from testkit.etcd import Gateway, run_credentials, run_tls
 from testkit.net import free_port, poll_for
 
@@ -146,9 +146,7 @@ def test_up_with_tls_serves_and_its_etcd_wants_the_generated_client_certificate(
     gateway = Gateway(etcd, user=login["username"], password=login["password"],
                       verify=run_tls(state))  # fmt: skip
     lease = gateway.lease_grant(60)
-    stale = worker_1x(ns, lease, free_port(), free_port())
-    for key, value in stale.items():
-        gateway.put(key, json.dumps(value), lease)
+    stale = put_worker_1x(gateway, ns, lease, free_port(), free_port())
     home = tmp_path / "cli"
     home.mkdir()
     done = _cli(home, "clear-namespace", "--namespace", ns, "--state-dir", str(state))
