@@ -46,7 +46,7 @@ def dynamo_version(cfg: Config, python: str) -> str:
     if found is None:
         raise StartupError(
             f"ai-dynamo is not installed for {python}: run scripts/setup.sh, or "
-            "pip install ai-dynamo==1.4.2 (set dynamo.version to plan without it)"
+            "pip install ai-dynamo (set dynamo.version to plan without it)"
         )
     return found
 

@@ -42,7 +42,7 @@ def make(path: Path) -> Path:
     except ImportError:
         raise StartupError(
             "making the tiny model for `up mocker` needs the `tokenizers` package: "
-            "pip install ai-dynamo==1.4.2 (which brings it), or pip install tokenizers"
+            "run scripts/setup.sh (ai-dynamo brings it), or pip install tokenizers"
         ) from None
     path.mkdir(parents=True, exist_ok=True)
     tok = Tokenizer(models.BPE(unk_token="<unk>"))

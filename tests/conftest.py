@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from launcher import versions
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -76,3 +80,14 @@ def home(tmp_path: Path) -> Path:
     path = tmp_path / "home"
     path.mkdir()
     return path
+
+
+@pytest.fixture(scope="session")
+def dynamo16_python() -> Path:
+    """dynlaunch's own interpreter, whose ai-dynamo must be 1.6+ (scripts/setup.sh installs
+    1.6.1, the default): the tests that take it check what only 1.6 does (its KV router migrates
+    a dead worker's requests; it speaks TLS to NATS)."""
+    version = importlib.metadata.version("ai-dynamo")
+    if versions.parse(version) < (1, 6):
+        pytest.fail(f"ai-dynamo {version} in {sys.prefix}: needs 1.6+ (scripts/setup.sh)")
+    return Path(sys.executable)

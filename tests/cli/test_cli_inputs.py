@@ -260,7 +260,7 @@ def test_up_mocker_without_tokenizers(tmp_path: Path, home: Path) -> None:
     result = run_cli(["up", "mocker", "--state-dir", str(state)], home, env)
     line = one_error_line(result, 3)
     assert "tokenizers" in line
-    assert "pip install ai-dynamo==1.4.2" in line
+    assert "pip install tokenizers" in line
     assert "Traceback" not in result.stderr
     assert_nothing_made(state, home)
 
@@ -273,17 +273,17 @@ GPU_ARGS = ["--workers", "3", "--tp", "8"]  # 24 GPUs: more than any one host he
 def test_plan_without_enough_gpus_shows_placeholders(home: Path) -> None:
     result = run_cli(["plan", "sglang", *GPU_ARGS, "--json"], home)
     assert result.returncode == 0, result.stderr
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("dynlaunch: warning: ")
-    assert "placeholder" in lines[0]
-    assert "needs 24" in lines[0]
+    lines = result.stderr.splitlines()  # warnings only; one about the GPUs
+    assert all(x.startswith("dynlaunch: warning: ") for x in lines), result.stderr
+    gpus = [x for x in lines if "placeholder" in x]
+    assert len(gpus) == 1, result.stderr
+    assert "needs 24" in gpus[0]
     plan = json.loads(result.stdout)
     workers = [p for p in plan["processes"] if p["role"] == "worker"]
     want = [[f"?{i * 8 + j}" for j in range(8)] for i in range(3)]
     assert [w["gpus"] for w in workers] == want
     assert [w["env"]["CUDA_VISIBLE_DEVICES"] for w in workers] == [",".join(g) for g in want]
-    assert plan["warnings"] == [lines[0].removeprefix("dynlaunch: warning: ")]
+    assert plan["warnings"] == [x.removeprefix("dynlaunch: warning: ") for x in lines]
 
 
 def test_up_without_enough_gpus_still_refuses(tmp_path: Path, home: Path) -> None:

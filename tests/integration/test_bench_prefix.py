@@ -39,8 +39,9 @@ def test_bench_prefix_against_the_mocker(tmp_path: Path) -> None:
         for sample in samples:
             assert 0 < sample["ttft_s"] <= sample["latency_s"]
             assert sample["prompt_tokens"] > 4000  # the shared prompt came out near its size
-        cached = [s["cached_tokens"] for s in samples if s["kind"] == "warm"]
-        assert all(c is None or 0 <= c <= 6000 for c in cached), cached
+        warm = [s for s in samples if s["kind"] == "warm"]  # cached: never more than the prompt
+        assert all(s["cached_tokens"] is None or 0 <= s["cached_tokens"] <= s["prompt_tokens"]
+                   for s in warm), warm  # fmt: skip
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         # The same seed again: the same prompts, so the same sizes (how fast a repeat is, with
         # every prompt cached, is for benchmarks/).
