@@ -97,9 +97,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     )
     parser.add_argument(
         "--dynamo",
-        choices=["1.4.2", "0.5.0"],
-        default="1.4.2",
-        help="the Dynamo both sides run: .venv's (1.4.2) or .venv-dynamo-0.5.0's (in a netns)",
+        choices=["venv", "0.5.0"],
+        default="venv",
+        help="the Dynamo both sides run: .venv's (the default, 1.6.1 since 2026-11-29; 1.4.2 "
+        "before) or .venv-dynamo-0.5.0's (in a netns)",
     )
     parser.add_argument(
         "--out",
