@@ -196,7 +196,8 @@ class InfraConfig(_Section):
     # as before, to any local user).
     auth: bool = True
     # The embedded etcd serves TLS only and wants a client certificate (launcher.tlsfiles: a CA
-    # and certificates made once per state dir). The embedded NATS stays without TLS (warned).
+    # and certificates made once per state dir). The embedded NATS too where Dynamo speaks TLS to
+    # NATS (1.6+); on older lines it stays without TLS (warned).
     tls: bool = False
 
 

@@ -399,9 +399,10 @@ def for_run(
 ) -> tuple[InfraAuth, dict[str, str], bool, list[str]]:
     """The run's credentials: the state dir's generated ones for embedded etcd/NATS (made now if
     there are none; the shell writes them), the user's for external ones. Also what Dynamo's
-    processes get of them, whether generated ones are in use, and warnings. ``tls``: the embedded
-    etcd's certificates (`infra.tls`, launcher.tlsfiles). ``nats_url``: the external NATS;
-    ``nats_tls_env``: Dynamo speaks TLS to it (launcher.compat)."""
+    processes get of them, whether generated ones are in use, and warnings. ``tls``: the
+    certificates of `infra.tls` (launcher.tlsfiles) for the embedded etcd, and for the embedded
+    NATS where Dynamo speaks TLS to NATS (``nats_tls_env``, launcher.compat: 1.6+).
+    ``nats_url``: the external NATS (given to Dynamo as tls:// when it has TLS settings)."""
     given, dynamo = external(environ, etcd, nats), for_dynamo(environ, etcd, nats)
     made = (
         load_or_generate(state_dir)
@@ -415,7 +416,11 @@ def for_run(
     dynamo_etcd = auth.etcd if embedded_etcd else dynamo.etcd
     if tls is not None and embedded_etcd:
         auth, dynamo_etcd = _with_tls(auth, tls, state_dir)
-    dynamo_auth = InfraAuth(dynamo_etcd, auth.nats if embedded_nats else dynamo.nats)
+    dynamo_nats = auth.nats if embedded_nats else dynamo.nats
+    if tls is not None and embedded_nats and nats_tls_env:
+        own_nats, dynamo_nats = nats_over_tls(state_dir, auth.nats)
+        auth = InfraAuth(auth.etcd, own_nats)
+    dynamo_auth = InfraAuth(dynamo_etcd, dynamo_nats)
     env, warnings = child_env(dynamo_auth, None if embedded_nats else nats_url, nats_tls_env)
     return auth, env, made is not None, warnings
 
@@ -428,23 +433,40 @@ def _with_tls(auth: InfraAuth, tls: TlsMaterial, state_dir: str) -> tuple[InfraA
     return InfraAuth(_client_tls(state_dir, auth.etcd), auth.nats), dynamo
 
 
-def tls_warnings(tls: bool, embedded_etcd: bool, embedded_nats: bool, auth: bool) -> list[str]:
-    """`infra.tls` never falls back silently: one line for the NATS that stays without TLS, one
-    for an external etcd it does not apply to. ``auth``: the embedded NATS has a login."""
+def nats_over_tls(state_dir: str, login: NatsAuth) -> tuple[NatsAuth, NatsAuth]:
+    """The embedded NATS over TLS (`infra.tls`, Dynamo 1.6+): dynlaunch's own login (the state
+    dir's CA and its client certificate) and Dynamo's (the CA and Dynamo's certificate), both by
+    path (Dynamo reads NATS_TLS_*_PATH as files), with ``login``'s user and password."""
+    from launcher.tlsfiles import paths
+
+    where = paths(state_dir)
+    return (
+        NatsAuth(login.username, login.password, ca=where.ca, cert=where.client_cert,
+                 key=where.client_key),
+        NatsAuth(login.username, login.password, ca=where.ca, cert=where.dynamo_cert,
+                 key=where.dynamo_key),
+    )  # fmt: skip
+
+
+def tls_warnings(
+    tls: bool, embedded_etcd: bool, embedded_nats: bool, auth: bool, version: str, nats_tls: bool
+) -> list[str]:
+    """`infra.tls` never falls back silently: one line for an embedded NATS that stays without
+    TLS (Dynamo ``version`` cannot speak it: ``nats_tls`` false), one for an external etcd it
+    does not apply to. ``auth``: the embedded NATS has a login."""
     if not tls:
         return []
     warnings = []
-    if embedded_nats:
+    if embedded_nats and not nats_tls:
         login = "user and password" if auth else "no login: infra.auth is false"
         warnings.append(
             f"infra.tls: the embedded NATS stays without TLS (loopback only, {login}): "
-            "Dynamo 1.4.2 and 0.5.0 cannot connect to NATS over TLS, and dynlaunch does not "
-            "put its embedded NATS on TLS for 1.6 yet"
+            f"Dynamo {version} cannot connect to NATS over TLS"
         )
     if not embedded_etcd:
         warnings.append(
-            "infra.tls applies to the embedded etcd only: the external etcd's TLS is set by its "
-            "https:// endpoint and ETCD_AUTH_CA/CLIENT_CERT/CLIENT_KEY (infra.etcd.*)"
+            "infra.tls applies to the embedded etcd and NATS only: the external etcd's TLS is set "
+            "by its https:// endpoint and ETCD_AUTH_CA/CLIENT_CERT/CLIENT_KEY (infra.etcd.*)"
         )
     return warnings
 
@@ -468,7 +490,18 @@ def for_run_record(
         )
     if state_dir and "etcd" in generated and own_etcd and str(etcd).startswith("https://"):
         auth = InfraAuth(_run_tls(str(state_dir), auth.etcd), auth.nats)
+    if state_dir and nats and nats == info.get("nats") and str(nats).startswith("tls://"):
+        auth = InfraAuth(auth.etcd, _run_nats_tls(str(state_dir), auth.nats))
     return auth
+
+
+def _run_nats_tls(state_dir: str, login: NatsAuth) -> NatsAuth:
+    """A running `up`'s embedded NATS over TLS (`infra.tls` on 1.6+), if its state dir has the
+    files."""
+    from launcher.tlsfiles import paths
+
+    exists = os.path.exists(paths(state_dir).client_cert)
+    return nats_over_tls(state_dir, login)[0] if exists else login
 
 
 def _run_tls(state_dir: str, login: EtcdAuth) -> EtcdAuth:

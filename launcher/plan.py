@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from launcher.tlsfiles import TlsMaterial
 
 SYSTEM_PORT_MAX = 32767  # Dynamo parses DYN_SYSTEM_PORT as a signed 16-bit number
+NATS_TLS_TIMEOUT_S = 5  # nats-server's TLS handshake limit (its default, 2 s, is tight under load)
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,8 @@ class Host:
     auth: InfraAuth = field(default_factory=InfraAuth)
     infra_env: Mapping[str, str] = field(default_factory=dict)
     generated_auth: bool = False  # ``auth`` holds the state dir's generated credentials
-    # infra.tls: the embedded etcd's CA and certificates (the shell writes them under STATE/tls/)
+    # infra.tls: the CA and certificates of the embedded etcd, and of the embedded NATS on 1.6+
+    # (embedded_nats_tls); the shell writes them under STATE/tls/
     tls: TlsMaterial | None = field(default=None, repr=False)
 
 
@@ -277,7 +279,8 @@ def build_plan(cfg: Config, backend: str, host: Host, role: str = "all") -> Plan
     environment gives, and Dynamo's own address choices (the pod's IP) left alone."""
     scheme = "https" if host.tls is not None else "http"
     etcd = host.etcd_endpoints or f"{scheme}://127.0.0.1:{host.ports['etcd.client']}"
-    nats = host.nats_url or f"nats://127.0.0.1:{host.ports['nats.client']}"
+    nats_scheme = "tls" if embedded_nats_tls(host) else "nats"
+    nats = host.nats_url or f"{nats_scheme}://127.0.0.1:{host.ports['nats.client']}"
     procs: list[ProcessSpec] = []
     if host.etcd_endpoints is None:
         procs.append(_etcd(cfg, host))
@@ -340,22 +343,51 @@ def nats_config(host: Host) -> str:
     return os.path.join(host.state_dir, "infra", "nats.conf")  # statedir.INFRA_DIR
 
 
+def embedded_nats_tls(host: Host) -> bool:
+    """`infra.tls` puts the embedded NATS on TLS where Dynamo speaks it (1.6+: compat's
+    nats_tls_env); older lines keep it plain on loopback (launcher.credentials.tls_warnings)."""
+    return (
+        host.tls is not None
+        and host.nats_url is None
+        and for_version(host.dynamo_version).nats_tls_env
+    )
+
+
+def _nats_config_text(host: Host) -> str:
+    """nats-server's config: its user and password (generated), and with `infra.tls` on 1.6+ a
+    tls block (the state dir's server certificate; `verify`: a client needs a certificate of the
+    run's CA). "" when it needs none. Its monitoring port stays plain HTTP on loopback."""
+    text = ""
+    nats = host.auth.nats
+    if host.generated_auth and nats.username and nats.password:
+        users = f'  user: "{nats.username}"\n  password: "{nats.password}"\n'
+        text += f"authorization {{\n{users}}}\n"
+    if embedded_nats_tls(host):
+        from launcher.tlsfiles import paths
+
+        where = paths(host.state_dir)
+        text += (
+            f'tls {{\n  cert_file: "{where.server_cert}"\n  key_file: "{where.server_key}"\n'
+            f'  ca_file: "{where.ca}"\n  verify: true\n  timeout: {NATS_TLS_TIMEOUT_S}\n}}\n'
+        )
+    return text
+
+
 def _secret_files(host: Host) -> tuple[tuple[str, str], ...]:
-    """The generated credentials (reused by the next `up` of this state dir) and nats-server's
-    config, which holds its user and password: never on its command line."""
-    tls: tuple[tuple[str, str], ...] = ()
-    if host.tls is not None and host.etcd_endpoints is None:
+    """The generated credentials (reused by the next `up` of this state dir), nats-server's
+    config, which holds its user and password (never on its command line), and the `infra.tls`
+    CA, certificates and keys."""
+    files: list[tuple[str, str]] = []
+    if host.generated_auth:
+        files.append((os.path.join(host.state_dir, CREDENTIALS_FILE), to_text(host.auth)))
+    conf = _nats_config_text(host) if host.nats_url is None else ""
+    if conf:
+        files.append((nats_config(host), conf))
+    if host.tls is not None:
         from launcher.tlsfiles import files as tls_files
 
-        tls = tls_files(host.state_dir, host.tls)  # the embedded etcd's CA, certificates, keys
-    if not host.generated_auth:
-        return tls
-    files = [(os.path.join(host.state_dir, CREDENTIALS_FILE), to_text(host.auth))]
-    nats = host.auth.nats
-    if host.nats_url is None and nats.username and nats.password:
-        users = f'  user: "{nats.username}"\n  password: "{nats.password}"\n'
-        files.append((nats_config(host), f"authorization {{\n{users}}}\n"))
-    return (*files, *tls)
+        files += tls_files(host.state_dir, host.tls)
+    return tuple(files)
 
 
 def mocker_engine_args(host: Host, spec: ModelSpec | None = None) -> str:
@@ -407,7 +439,7 @@ def _nats(cfg: Config, host: Host) -> ProcessSpec:
         "-a", "127.0.0.1", "-p", str(client), "-m", str(monitor),
         "-js", "-sd", os.path.join(host.state_dir, "infra", "nats"),  # statedir.INFRA_DIR
     )  # fmt: skip
-    if host.generated_auth and host.auth.nats.password:
+    if _nats_config_text(host):
         argv += ("-c", nats_config(host))
     return ProcessSpec(
         "nats", "nats", argv, {}, ports={"client": client, "monitor": monitor},

@@ -123,20 +123,21 @@ def resolve_plan(
         states_root(environ) / (cfg.namespace + ("" if role == "all" else f"-{role}"))
     )
     check_state_dir(state_dir, "state_dir (--state-dir)" if cfg.state_dir else "the state dir")
+    nats_tls_env = for_version(version).nats_tls_env
     tls = None
-    if cfg.infra.tls and etcd is None:  # made once per state dir; the shell writes them
-        from launcher import tlsfiles
+    if cfg.infra.tls and (etcd is None or (nats is None and nats_tls_env)):
+        from launcher import tlsfiles  # made once per state dir; the shell writes them
 
         tls = tlsfiles.load_or_generate(state_dir)
     auth, infra_env, generated, auth_warnings = credentials.for_run(
         environ, cfg.infra.etcd, cfg.infra.nats, state_dir=state_dir, embedded_etcd=etcd is None,
         embedded_nats=nats is None, generate_for_embedded=cfg.infra.auth, tls=tls,
-        nats_url=nats, nats_tls_env=for_version(version).nats_tls_env,
+        nats_url=nats, nats_tls_env=nats_tls_env,
     )  # fmt: skip
     warnings += auth_warnings
     if role == "all":
         warnings += credentials.tls_warnings(cfg.infra.tls, etcd is None, nats is None,
-                                             cfg.infra.auth)  # fmt: skip
+                                             cfg.infra.auth, version, nats_tls_env)  # fmt: skip
     system_port0 = environ.get("DYN_SYSTEM_PORT") if role == "worker" else None
     slots = port_slots(
         cfg,

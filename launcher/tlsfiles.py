@@ -1,6 +1,9 @@
-"""`infra.tls`: a private CA and certificates for the embedded etcd, made with `cryptography` once
-per state dir and kept under STATE/tls/ (every file 0600; the next `up` of the state dir reuses
-them). The CA's key is not kept: nothing can issue another certificate this etcd trusts.
+"""`infra.tls`: a private CA and certificates for the embedded etcd (and, on Dynamo 1.6+, the
+embedded NATS), made with `cryptography` once per state dir and kept under STATE/tls/ (every file
+0600; the next `up` of the state dir reuses them). The CA's key is not kept: nothing can issue
+another certificate this etcd or NATS trusts. The embedded NATS serves with ``etcd``'s
+certificate and wants a client certificate of this CA: Dynamo's (by path) and dynlaunch's
+``client``, with the generated user and password.
 
 Three certificates, each for 127.0.0.1 and localhost, EC P-256, 825 days:
 

@@ -2,8 +2,10 @@
 CA made for the state dir (STATE/tls/, 0600, reused by the next `up`); Dynamo's processes reach it
 with ETCD_AUTH_CA/CLIENT_CERT/CLIENT_KEY, dynlaunch's own clients (lock, fencing, `status`,
 `clear-namespace`) with their certificate and root's password. Checked from outside dynlaunch:
-raw `http.client`/`ssl`, etcdctl, /proc, the files' modes. The embedded NATS stays without TLS,
-said in one warning line; no private key's PEM text shows in any output."""
+raw `http.client`/`ssl`, etcdctl, /proc, the files' modes. On Dynamo 1.6+ (the default) the
+embedded NATS is on TLS too, with no warning (tests/security/test_embedded_nats_tls.py); on older
+lines it stays without TLS, said in one warning line. No private key's PEM text shows in any
+output."""
 
 from __future__ import annotations
 
@@ -86,9 +88,11 @@ def _fingerprints(state: Path) -> dict[str, str]:
     return {name: hashlib.sha256((state / "tls" / name).read_bytes()).hexdigest() for name in FILES}
 
 
-def _cli(home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _cli(
+    home: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "launcher", *args], cwd=REPO,
-                          env=up_env(home), capture_output=True, text=True, timeout=120,
+                          env=up_env(home, env), capture_output=True, text=True, timeout=120,
                           check=False)  # fmt: skip
 
 
@@ -109,7 +113,7 @@ def test_up_with_tls_serves_and_its_etcd_wants_the_generated_client_certificate(
     launcher, port = up_mocker(started, tmp_path, "-c", str(_config(tmp_path)), tag="tls")
     launcher.wait_ready(180)
     assert chat_ok(port)
-    assert sum(NATS_WARNING in line for line in launcher.err) == 1, launcher.dump()
+    assert not launcher.stderr_has(NATS_WARNING), launcher.dump()  # 1.6.1: NATS is on TLS
     info = launcher.info()
     state, etcd, ns = launcher.state_dir, str(info["etcd"]), str(info["namespace"])
     assert etcd.startswith("https://127.0.0.1:")
@@ -198,7 +202,7 @@ def test_a_second_up_reuses_the_certificates_and_no_key_shows_anywhere(
         "status --json": _cli(home, "status", "--state-dir", str(state), "--json").stdout,
     }
     assert '"--client-cert-auth"' in shown["plan --json"]
-    assert sum(NATS_WARNING in line for line in plan.stderr.splitlines()) == 1
+    assert NATS_WARNING not in plan.stderr  # 1.6.1: NATS is on TLS
     assert '"children"' in shown["status --json"]
     assert second.stop() == 0, second.dump()
     shown["up's stdout and stderr"] = "\n".join([*first.err, *first.out, *second.err,
@@ -221,9 +225,7 @@ def test_plan_shows_the_tls_wiring_without_key_material(tmp_path: Path) -> None:
     args = ["plan", "mocker", "-c", str(_config(tmp_path)), "--state-dir", str(state), "--json"]
     done = _cli(tmp_path, *args)
     assert done.returncode == 0, done.stderr
-    warnings = [line for line in done.stderr.splitlines() if "warning" in line]
-    assert len(warnings) == 1, done.stderr
-    assert NATS_WARNING in warnings[0]
+    assert "warning" not in done.stderr, done.stderr  # 1.6.1: the embedded NATS is on TLS too
     plan = json.loads(done.stdout)
     etcd = next(p for p in plan["processes"] if p["role"] == "etcd")
     argv = etcd["argv"]
@@ -247,17 +249,18 @@ def test_tls_with_an_external_etcd_says_it_does_not_apply(tmp_path: Path) -> Non
                           timeout=120, check=False)  # fmt: skip
     assert done.returncode == 0, done.stderr
     warnings = [line for line in done.stderr.splitlines() if "warning" in line]
-    assert len(warnings) == 2, done.stderr
-    assert any("applies to the embedded etcd only" in line for line in warnings)
-    assert any(NATS_WARNING in line for line in warnings)
+    assert len(warnings) == 1, done.stderr  # 1.6.1: the embedded NATS is on TLS (no warning)
+    assert "applies to the embedded etcd and NATS only" in warnings[0]
     assert "--client-cert-auth" not in done.stdout
 
 
 def test_tls_without_auth_says_nats_has_no_login(tmp_path: Path) -> None:
+    """On 1.4.2, whose NATS stays without TLS (1.6+: tests/security/test_embedded_nats_tls.py)."""
     config = tmp_path / "noauth.yaml"
     config.write_text(yaml.safe_dump({"infra": {"tls": True, "auth": False}}))
     state = tmp_path / "state"
-    done = _cli(tmp_path, "plan", "mocker", "-c", str(config), "--state-dir", str(state), "--json")
+    args = ["plan", "mocker", "-c", str(config), "--state-dir", str(state), "--json"]
+    done = _cli(tmp_path, *args, env={"DYNLAUNCH_DYNAMO__VERSION": "1.4.2"})
     assert done.returncode == 0, done.stderr
     warnings = [line for line in done.stderr.splitlines() if "warning" in line]
     assert len(warnings) == 1, done.stderr
