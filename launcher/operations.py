@@ -208,8 +208,10 @@ def respec(
         if arg == "--nccl-port" and "nccl" in new:
             argv[i + 1] = str(new["nccl"])
         elif arg == "--kv-events-config" and "kv_events" in new:
+            # Only the port changes: the plan's address stays (SGLang binds only a wildcard
+            # endpoint; a loopback one makes it connect, and no KV event reaches the router).
             kv = json.loads(argv[i + 1])
-            kv["endpoint"] = f"tcp://127.0.0.1:{new['kv_events']}"
+            kv["endpoint"] = f"{kv['endpoint'].rsplit(':', 1)[0]}:{new['kv_events']}"
             argv[i + 1] = json.dumps(kv, separators=(",", ":"))
     health = spec.health_url
     if health is not None and "system" in new and spec.role == "worker":

@@ -6,6 +6,7 @@ replacement's spec is made by the same `respec` the operation's thread uses."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 
 import pytest
@@ -164,3 +165,22 @@ def test_reload_compares_gpus_as_configured_not_where_a_restart_moved_them() -> 
     changes = operations.diff(operations.as_planned(moved, plan.processes),
                               list(other.by_role("worker")))  # fmt: skip
     assert [c.what.split("; ")[-1] for c in changes] == ["gpus: 0 -> 2", "gpus: 1 -> 3"]
+
+
+@pytest.mark.parametrize("ports", [{}, {"worker-0.g2.kv_events": 25999}])
+def test_a_replacement_keeps_the_plans_kv_event_endpoint_with_its_own_port(
+    ports: dict[str, int],
+) -> None:
+    """Measured on an H200 (benchmarks/gpu/RESULTS.md, run 6): replacements made by `reload` to kv
+    got tcp://127.0.0.1:PORT, on which SGLang connects instead of binding, and the router applied
+    0 KV events. A replacement's endpoint is the plan's (tcp://*), with the new port if any."""
+    cfg = sglang_cfg({"workers": {"count": 2}, "frontend": {"router_mode": "kv"}})
+    old = build_plan(cfg, "sglang", make_host(cfg, gpu_ids=("0", "1"))).by_role("worker")[0]
+    spec = operations.respec(old, "worker-0.g2", ports)
+
+    def endpoint(argv: Sequence[str]) -> str:
+        return str(json.loads(argv[list(argv).index("--kv-events-config") + 1])["endpoint"])
+
+    port = ports.get("worker-0.g2.kv_events", old.ports["kv_events"])
+    assert endpoint(spec.argv) == f"tcp://*:{port}"
+    assert endpoint(old.argv) == f"tcp://*:{old.ports['kv_events']}"
