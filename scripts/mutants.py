@@ -289,6 +289,15 @@ MUTANTS: tuple[Mutant, ...] = (
         ("tests/unit/test_unit_operations.py",),
     ),
     Mutant(
+        "replacement-kv-endpoint-loopback",
+        "launcher/operations.py",
+        """f"{kv['endpoint'].rsplit(':', 1)[0]}:""",
+        'f"tcp://127.0.0.1:',
+        "a replacement's SGLang KV-event endpoint becomes tcp://127.0.0.1 (SGLang then connects, "
+        "and the router gets no event: GPU run 6)",
+        ("tests/unit/test_unit_operations.py",),
+    ),
+    Mutant(
         "replacement-gpus-not-freed",
         "launcher/operations.py",
         "    after = [g for g in [*free, *old] if g not in gpus]",
