@@ -214,9 +214,11 @@ class Stack:
         # waited for) before any Dynamo process. With embedded infra there is nothing to lock or
         # clear in a fresh etcd: the first tier starts with them, and Dynamo's own start-up (about
         # a second of imports) outlasts etcd's. The tiers: plan.start_tiers.
-        fresh = bool(self.plan.by_role("etcd")) and bool(self.plan.by_role("nats"))
-        fresh = fresh and not self.plan.etcd_auth  # its auth is turned on in etcd_ready first
-        cleared = fresh
+        embedded = bool(self.plan.by_role("etcd")) and bool(self.plan.by_role("nats"))
+        fresh = embedded and not self.plan.etcd_auth  # its auth is turned on in etcd_ready first
+        # Their data is wiped at start (statedir): nothing stale to clear (about 0.1 s saved, a
+        # NATS connection and an etcd scan, where Dynamo 1.6's whole start-up takes about 0.4 s).
+        cleared = embedded
         for tier in start_tiers(self.plan):
             group = [c for c in self.children if c.spec.role in tier]
             dynamo = any(c.spec.role in ("frontend", "worker") for c in group)
