@@ -2,7 +2,7 @@
 process is started). 1.6+ (compat.nats_tls_env) reads NATS_TLS_CA_CERT_PATH,
 NATS_TLS_CLIENT_CERT_PATH and NATS_TLS_CLIENT_KEY_PATH as paths and needs a tls:// NATS_SERVER;
 1.4.2 and 0.5.0 read none of them, so they get nothing and a warning. The run-level check
-(tests/dynamo16/test_nats_tls_16.py) starts the real thing."""
+(tests/security/test_nats_tls_16.py) starts the real thing."""
 
 from __future__ import annotations
 
