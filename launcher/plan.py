@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from launcher.tlsfiles import TlsMaterial
 
 SYSTEM_PORT_MAX = 32767  # Dynamo parses DYN_SYSTEM_PORT as a signed 16-bit number
+ETCD_HEARTBEAT_MS, ETCD_ELECTION_MS = 25, 250  # the embedded etcd's raft timers (_etcd)
 NATS_TLS_TIMEOUT_S = 5  # nats-server's TLS handshake limit (its default, 2 s, is tight under load)
 
 
@@ -417,6 +418,11 @@ def _etcd(cfg: Config, host: Host) -> ProcessSpec:
         "--initial-advertise-peer-urls", peer_url,
         "--initial-cluster", f"{name}={peer_url}",
         "--log-level", "warn",
+        # One member on loopback: no peer to lose, so short raft timers cost nothing, and the
+        # first election (what /health waits for) comes sooner. Measured, etcd 3.4.23, spawn to
+        # /health ok, 8 starts each: defaults (100/1000 ms) 0.12-0.92 s; 25/250 ms 0.04-0.24 s.
+        "--heartbeat-interval", str(ETCD_HEARTBEAT_MS),
+        "--election-timeout", str(ETCD_ELECTION_MS),
     )  # fmt: skip
     if host.tls is not None:  # paths only: the files are 0600 under STATE/tls/
         from launcher.tlsfiles import paths
