@@ -36,6 +36,7 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from launcher import probes
+from launcher.compat import for_version
 from launcher.config import Config
 from launcher.errors import EXIT_FAILED, ConfigError, StartupError
 from launcher.plan import Plan, ProcessSpec, gpu_waves, start_tiers
@@ -218,7 +219,11 @@ class Stack:
         fresh = embedded and not self.plan.etcd_auth  # its auth is turned on in etcd_ready first
         # Their data is wiped at start (statedir): nothing stale to clear (about 0.1 s saved, a
         # NATS connection and an etcd scan, where Dynamo 1.6's whole start-up takes about 0.4 s).
-        cleared = embedded
+        # Not on 0.5, whose workers keep model files in JetStream: with the clear skipped there,
+        # the embedded nats-server 2.9.10 panicked once (jsMsgGetRequest, nil pointer) on the two
+        # workers' first object-store calls, in 1 of 3 CI runs; the clear's JetStream calls came
+        # first in every earlier run. Kept as a precaution: that it prevents it is not proven.
+        cleared = embedded and for_version(self.plan.dynamo_version).layout != "0.5"
         for tier in start_tiers(self.plan):
             group = [c for c in self.children if c.spec.role in tier]
             dynamo = any(c.spec.role in ("frontend", "worker") for c in group)
