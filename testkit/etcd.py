@@ -141,6 +141,10 @@ class Gateway:
     def lease_revoke(self, lease: int) -> None:
         self.call("/v3/lease/revoke", {"ID": str(lease)})
 
+    def lease_ttl(self, lease: int) -> int:
+        """Seconds ``lease`` has left; -1 once it is revoked or expired."""
+        return int(self.call("/v3/lease/timetolive", {"ID": str(lease)}).get("TTL", -1))
+
     def leases(self) -> set[int]:
         """Every lease the store holds now."""
         return {int(item["ID"]) for item in self.call("/v3/lease/leases", {}).get("leases", [])}

@@ -81,12 +81,23 @@ def kill_run(leader: int | None, run_id: str | None = None) -> None:
             os.kill(left, signal.SIGKILL)
 
 
+def cmdline(pid: int) -> list[str]:
+    """The argv of ``pid`` (OSError once it is gone)."""
+    return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+
+
+def environ(pid: int) -> dict[str, str]:
+    """The environment ``pid`` was started with (OSError once it is gone)."""
+    items = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
+    return dict(item.split("=", 1) for item in items if "=" in item)
+
+
 def cmdline_pids(*words: str) -> set[int]:
     """Live processes whose argv holds every one of ``words`` (each a whole argument)."""
     found = set()
     for pid in all_pids():
         with contextlib.suppress(OSError):
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+            argv = cmdline(pid)
             if all(w in argv for w in words) and alive(pid):
                 found.add(pid)
     return found

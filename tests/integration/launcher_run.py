@@ -21,6 +21,7 @@ from testkit import procs
 from testkit.net import free_port, poll_for
 
 REPO = Path(__file__).resolve().parents[2]
+FENCE_LINE = "fenced: revoked its etcd lease"  # dynlaunch's line for a dead worker's lease
 
 
 def chat(port: int, stream: bool, max_tokens: int = 8) -> httpx.Response:
@@ -115,6 +116,14 @@ class Launcher:
     def starts(self, name: str) -> int:
         """How many times child ``name`` was started, from the lifecycle lines."""
         return sum(1 for line in list(self.err) if f" {name} pid=" in line and ": started" in line)
+
+    def kill_and_fenced_lease(self, name: str = "worker-0", timeout: float = 90.0) -> int:
+        """SIGKILL child ``name`` and wait for dynlaunch's fence line: the etcd lease it revoked
+        (the line's last word, in hex)."""
+        os.kill(self.child_pid(name), signal.SIGKILL)
+        poll_for(lambda: self.stderr_has(FENCE_LINE), timeout, "the fence")
+        line = next(x for x in self.err if FENCE_LINE in x)
+        return int(line.rsplit(" ", 1)[1], 16)
 
     def status(self) -> dict[str, Any]:
         """`dynlaunch status --json` of the run, from the real CLI."""
@@ -228,3 +237,21 @@ class Load:
     @staticmethod
     def failed(results: list[tuple[bool, float]]) -> int:
         return sum(1 for ok, _ in results if not ok)
+
+
+def sigkill_under_load(
+    launcher: Launcher, port: int, victim: str = "worker-0", clients: int = 4, each: int = 40
+) -> list[tuple[bool, float]]:
+    """SIGKILL ``victim`` while ``clients`` loop on chat completions: ``each`` answers before the
+    kill, its restart, ``each`` answers after; every request's result."""
+    load = Load(port, clients=clients)
+    try:
+        poll_for(lambda: sum(ok for ok, _ in load.results) >= each, 120, f"{each} answers before")
+        os.kill(launcher.child_pid(victim), signal.SIGKILL)
+        poll_for(lambda: launcher.starts(victim) >= 2, 120, f"{victim} started again")
+        served = len(load.results)
+        poll_for(lambda: len(load.results) >= served + each, 120, f"{each} answers after")
+        time.sleep(1)
+    finally:
+        results = load.stop()
+    return results

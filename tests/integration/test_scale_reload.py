@@ -45,10 +45,6 @@ def _serves(launcher: Launcher, name: str) -> bool:
     return _requests_served(launcher, name) > 0
 
 
-def _cmdline(pid: int) -> list[str]:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")[:-1]
-
-
 def _counts_show(launcher: Launcher, names: list[str]) -> None:
     """launcher.json lists the model's workers as they run now, and `status` counts them."""
     recorded = launcher.info()["models"]
@@ -133,7 +129,7 @@ def test_reload_of_a_worker_argument_replaces_only_the_workers(
     launcher.wait_ready()
     frontend = launcher.child_pid("frontend")
     old = _workers(launcher)
-    assert all(_cmdline(pid)[-2:] == ["--speedup-ratio", "1.0"] for pid in old.values())
+    assert all(procs.cmdline(pid)[-2:] == ["--speedup-ratio", "1.0"] for pid in old.values())
     load = Load(port, clients=3)
     _more_requests(load)
     _config(config, "5.0")
@@ -147,7 +143,7 @@ def test_reload_of_a_worker_argument_replaces_only_the_workers(
     new = _workers(launcher)
     assert set(new) == {"worker-0.g2", "worker-1.g2"}, new
     for pid in new.values():
-        assert _cmdline(pid)[-2:] == ["--speedup-ratio", "5.0"]  # /proc: the new argv
+        assert procs.cmdline(pid)[-2:] == ["--speedup-ratio", "5.0"]  # /proc: the new argv
         assert procs.ppid(pid) == launcher.proc.pid
     assert all(procs.state(pid) is None for pid in old.values())
     assert launcher.child_pid("frontend") == frontend

@@ -16,6 +16,7 @@ import pytest
 import yaml
 from launcher_run import REPO, Launcher
 
+from testkit import procs
 from testkit.net import free_port
 
 pytestmark = pytest.mark.integration
@@ -40,11 +41,6 @@ def _status(state_dir: Path, home: Path, *extra: str) -> str:
     return done.stdout + done.stderr
 
 
-def _environ(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode(errors="replace").partition("=")[::2] for item in raw if item)
-
-
 def test_up_and_status_never_show_a_secret(tmp_path: Path) -> None:
     config = tmp_path / "secrets.yaml"
     env = SECRETS | {"PLAIN_VAR": "plainvalue_up"}
@@ -57,7 +53,7 @@ def test_up_and_status_never_show_a_secret(tmp_path: Path) -> None:
     try:
         launcher.wait_ready()
         worker = launcher.child_pid("worker-0")
-        got = _environ(worker)
+        got = procs.environ(worker)
         assert {k: got.get(k) for k in env} == env  # the worker really has them
         shown = _status(launcher.state_dir, tmp_path) + _status(
             launcher.state_dir, tmp_path, "--json"

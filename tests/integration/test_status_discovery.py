@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 from launcher_run import REPO, Launcher, up_mocker
 
+from testkit import procs
 from testkit.net import poll_for
 
 pytestmark = pytest.mark.integration
@@ -28,11 +29,6 @@ def status_text(launcher: Launcher) -> str:
     return done.stdout
 
 
-def environ_of(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode().partition("=")[::2] for item in raw if item)
-
-
 def test_a_whole_stack_says_etcd(started: list[Any], tmp_path: Path) -> None:
     launcher, _ = up_mocker(started, tmp_path)
     launcher.wait_ready()
@@ -40,7 +36,7 @@ def test_a_whole_stack_says_etcd(started: list[Any], tmp_path: Path) -> None:
     assert report["launcher"]["discovery"] == "etcd"
     assert "discovery: etcd" in status_text(launcher).splitlines()
     worker = next(c for c in report["children"] if c["role"] == "worker")
-    assert environ_of(worker["pid"])["DYN_DISCOVERY_BACKEND"] == "etcd"
+    assert procs.environ(worker["pid"])["DYN_DISCOVERY_BACKEND"] == "etcd"
     assert launcher.stop() == 0
 
 
@@ -93,7 +89,7 @@ def test_a_worker_pod_with_kubernetes_discovery(
     assert reports[-1]["launcher"]["discovery"] == line
     assert f"discovery: {line}" in status_text(launcher).splitlines()
     (worker,) = reports[-1]["children"]
-    env = environ_of(worker["pid"])  # what the worker really runs with
+    env = procs.environ(worker["pid"])  # what the worker really runs with
     assert env["DYN_DISCOVERY_BACKEND"] == "kubernetes"
     assert "ETCD_ENDPOINTS" not in env
     assert env["DYN_NAMESPACE"] == "ns-dgd-a1b2c3"

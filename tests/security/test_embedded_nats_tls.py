@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import signal
 import socket
 import ssl
 import subprocess
@@ -27,6 +26,7 @@ from launcher import tlsfiles
 from launcher.config import load_config
 from launcher.credentials import for_run
 from launcher.plan import Host, build_plan, port_slots
+from testkit import procs
 from testkit.dynamo import put_worker_1x
 from testkit.etcd import Gateway, run_credentials, run_tls
 from testkit.net import free_port, poll_for
@@ -49,13 +49,8 @@ def _cli(
                           check=False)  # fmt: skip
 
 
-def _environ(pid: int) -> dict[str, str]:
-    items = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    return dict(item.decode().split("=", 1) for item in items if b"=" in item)
-
-
 def _flag(pid: int, flag: str) -> str:
-    argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+    argv = procs.cmdline(pid)
     return argv[argv.index(flag) + 1]
 
 
@@ -139,7 +134,7 @@ def test_up_with_tls_puts_the_embedded_nats_on_tls_on_1_6(
     # Dynamo's processes: a tls:// server and the three paths under STATE/tls/ (not PEM text).
     dynamo = {n: launcher.child_pid(n) for n in ("frontend", "worker-0", "worker-1")}
     for name, pid in dynamo.items():
-        env = _environ(pid)
+        env = procs.environ(pid)
         assert env["NATS_SERVER"] == nats_url, name
         assert [env.get(v) for v in TLS_PATHS] == [
             str(state / "tls" / f) for f in ("ca.pem", "dynamo.pem", "dynamo.key")
@@ -180,11 +175,8 @@ def test_up_with_tls_puts_the_embedded_nats_on_tls_on_1_6(
     assert all(gateway.get(key) is None for key in stale)
     # Fencing: a SIGKILLed worker's lease is revoked (dynlaunch's line; etcd says TTL -1), and
     # its restart reconnects over TLS and serves.
-    os.kill(dynamo["worker-0"], signal.SIGKILL)
-    poll_for(lambda: launcher.stderr_has("fenced: revoked its etcd lease"), 90, "the fence")
-    line = next(x for x in launcher.err if "fenced: revoked its etcd lease" in x)
-    fenced = int(line.rsplit(" ", 1)[1], 16)
-    assert int(gateway.call("/v3/lease/timetolive", {"ID": str(fenced)}).get("TTL", -1)) == -1
+    fenced = launcher.kill_and_fenced_lease()
+    assert gateway.lease_ttl(fenced) == -1
     poll_for(lambda: launcher.starts("worker-0") == 2, 90, "worker-0's restart")
     poll_for(lambda: chat_ok(port), 90, "a chat completion after the restart")
     assert launcher.stop() == 0, launcher.dump()

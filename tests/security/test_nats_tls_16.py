@@ -8,8 +8,6 @@ Real etcd (plain), nats-server 2.9, frontend and mockers of 1.6.1; certificates 
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,6 +16,7 @@ from pathlib import Path
 import pytest
 from launcher_run import REPO, Launcher, chat_ok, up_env, up_mocker
 
+from testkit import procs
 from testkit.dynamo import put_worker_1x
 from testkit.etcd import Gateway, PrivateEtcd
 from testkit.net import free_port, poll_for
@@ -61,11 +60,6 @@ def _env(etcd: PrivateEtcd, nats: SecuredNats, python: Path, **over: str) -> dic
     return env | over
 
 
-def _environ(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().decode(errors="replace").split("\0")
-    return dict(item.split("=", 1) for item in raw if "=" in item)
-
-
 def _leases(gateway: Gateway, ns: str) -> set[int]:
     return {kv[2] for kv in gateway.dump(f"v1/instances/{ns}/backend/generate/")}
 
@@ -80,7 +74,7 @@ def test_up_serves_fences_and_clears_through_a_tls_only_nats(
     assert chat_ok(port)
     assert not launcher.stderr_has("connect without TLS"), launcher.dump()
     # What Dynamo's processes were given, read from /proc: paths and a tls:// server.
-    worker = _environ(launcher.child_pid("worker-0"))
+    worker = procs.environ(launcher.child_pid("worker-0"))
     assert worker["NATS_SERVER"] == tls_nats.url.replace("nats://", "tls://")
     assert worker["NATS_TLS_CA_CERT_PATH"] == tls_nats.pki.ca.cert
     assert worker["NATS_TLS_CLIENT_KEY_PATH"] == tls_nats.pki.launcher.key
@@ -93,12 +87,9 @@ def test_up_serves_fences_and_clears_through_a_tls_only_nats(
     poll_for(lambda: len(_leases(gateway, ns)) == 2, 60, "two workers registered")
     # Fencing: a SIGKILLed worker's lease is revoked (dynlaunch's line, and etcd says so).
     before = _leases(gateway, ns)
-    os.kill(launcher.child_pid("worker-0"), signal.SIGKILL)
-    poll_for(lambda: launcher.stderr_has("fenced: revoked its etcd lease"), 90, "the fence")
-    line = next(x for x in launcher.err if "fenced: revoked its etcd lease" in x)
-    fenced = int(line.rsplit(" ", 1)[1], 16)
+    fenced = launcher.kill_and_fenced_lease()
     assert fenced in before
-    assert int(gateway.call("/v3/lease/timetolive", {"ID": str(fenced)}).get("TTL", -1)) == -1
+    assert gateway.lease_ttl(fenced) == -1
     # clear-namespace, through the same TLS-only NATS: a dead worker's keys go, live ones stay.
     lease = gateway.lease_grant(60)
     stale = put_worker_1x(gateway, ns, lease, free_port(), free_port())

@@ -8,8 +8,6 @@ user would set, removes planted stale keys and keeps the live worker."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -114,18 +112,15 @@ def test_up_serves_fences_and_clears_through_secured_etcd_and_tls_nats(
     poll_for(lambda: len(_leases(gateway, ns)) == 2, 60, "two workers registered")
     before = _leases(gateway, ns)
     for lease in before:
-        assert int(gateway.call("/v3/lease/timetolive", {"ID": str(lease)})["TTL"]) > 0
+        assert gateway.lease_ttl(lease) > 0
     for pid in (launcher.child_pid(n) for n in ("frontend", "worker-0", "worker-1")):
         argv = Path(f"/proc/{pid}/cmdline").read_text(errors="replace")
         assert NATS_PW not in argv
         assert ROOT_PW not in argv
     # Fencing: a SIGKILLed worker's lease is revoked (dynlaunch's line; etcd says TTL -1).
-    os.kill(launcher.child_pid("worker-0"), signal.SIGKILL)
-    poll_for(lambda: launcher.stderr_has("fenced: revoked its etcd lease"), 90, "the fence")
-    line = next(x for x in launcher.err if "fenced: revoked its etcd lease" in x)
-    fenced = int(line.rsplit(" ", 1)[1], 16)
+    fenced = launcher.kill_and_fenced_lease()
     assert fenced in before
-    assert int(gateway.call("/v3/lease/timetolive", {"ID": str(fenced)}).get("TTL", -1)) == -1
+    assert gateway.lease_ttl(fenced) == -1
     # clear-namespace through both secured servers: a dead worker's keys go, live ones stay.
     lease = gateway.lease_grant(60)
     stale = put_worker_1x(gateway, ns, lease, free_port(), free_port())

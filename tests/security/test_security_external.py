@@ -218,13 +218,9 @@ def test_up_serves_fences_and_clears_with_secured_external_infra(
     assert gateway.get(f"dynlaunch/locks/{ns}") is not None  # the lock, taken with root's login
     # Fencing: a SIGKILLed worker's lease is revoked by dynlaunch (its log line), gone in etcd.
     before = _leases(gateway, ns)
-    os.kill(launcher.child_pid("worker-0"), signal.SIGKILL)
-    poll_for(lambda: launcher.stderr_has("fenced: revoked its etcd lease"), 60, "the fence")
-    line = next(x for x in launcher.err if "fenced: revoked its etcd lease" in x)
-    fenced = int(line.rsplit(" ", 1)[1], 16)
+    fenced = launcher.kill_and_fenced_lease(timeout=60)
     assert fenced in before
-    ttl = gateway.call("/v3/lease/timetolive", {"ID": str(fenced)})
-    assert int(ttl.get("TTL", -1)) == -1  # revoked
+    assert gateway.lease_ttl(fenced) == -1  # revoked
     # clear-namespace: a dead worker's keys (its ports refuse connections) go, live ones stay.
     lease = gateway.lease_grant(60)
     stale = put_worker_1x(gateway, ns, lease, free_port(), free_port())

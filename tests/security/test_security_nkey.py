@@ -21,7 +21,7 @@ import nkeys
 import pytest
 from launcher_run import REPO, Launcher, chat_ok, up_env, up_mocker
 
-from testkit import natsjwt
+from testkit import natsjwt, procs
 from testkit.etcd import PrivateEtcd
 from testkit.natslogin import greets, nats_login
 from testkit.net import free_port, poll_for
@@ -82,12 +82,6 @@ def plain_etcd(tmp_path: Path) -> Iterator[PrivateEtcd]:
         etcd.stop()
 
 
-def _environ(pid: int) -> dict[str, str]:
-    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
-    pairs = (item.decode(errors="replace").split("=", 1) for item in raw if b"=" in item)
-    return dict(pairs)
-
-
 def test_up_and_clear_log_in_to_nats_with_an_nkey(
     started: list[Launcher], tmp_path: Path, nkey_nats: NkeyNats, plain_etcd: PrivateEtcd
 ) -> None:
@@ -102,7 +96,7 @@ def test_up_and_clear_log_in_to_nats_with_an_nkey(
     # Dynamo's processes got the seed's text (a path fails in Dynamo: "failed to create key pair
     # from nkey seed"), through their environment only.
     for child in ("frontend", "worker-0"):
-        assert _environ(launcher.child_pid(child))["NATS_AUTH_NKEY"] == nkey_nats.seed
+        assert procs.environ(launcher.child_pid(child))["NATS_AUTH_NKEY"] == nkey_nats.seed
     ns = str(launcher.info()["namespace"])
     home = tmp_path / "cli"
     home.mkdir()
@@ -137,7 +131,7 @@ def test_up_logs_in_to_an_operator_mode_nats_with_a_credentials_file(
         launcher.wait_ready(180)
         assert chat_ok(port)
         for child in ("frontend", "worker-0"):
-            got = _environ(launcher.child_pid(child))
+            got = procs.environ(launcher.child_pid(child))
             # a path, as given; only dynlaunch hands it on (infra.nats.credentials_file)
             assert got["NATS_AUTH_CREDENTIALS_FILE"] == str(operator.creds)
         assert launcher.stop() == 0, launcher.dump()

@@ -13,7 +13,6 @@ import hashlib
 import http.client
 import json
 import os
-import signal
 import ssl
 import stat
 import subprocess
@@ -158,11 +157,8 @@ def test_up_with_tls_serves_and_its_etcd_wants_the_generated_client_certificate(
     assert all(gateway.get(key) is None for key in stale)
     # Fencing: a SIGKILLed worker's lease is revoked by dynlaunch over TLS (gone in etcd).
     assert gateway.get(f"dynlaunch/locks/{ns}") is not None  # the lock, taken over TLS
-    os.kill(launcher.child_pid("worker-0"), signal.SIGKILL)
-    poll_for(lambda: launcher.stderr_has("fenced: revoked its etcd lease"), 60, "the fence")
-    line = next(x for x in launcher.err if "fenced: revoked its etcd lease" in x)
-    fenced = int(line.rsplit(" ", 1)[1], 16)
-    assert int(gateway.call("/v3/lease/timetolive", {"ID": str(fenced)}).get("TTL", -1)) == -1
+    fenced = launcher.kill_and_fenced_lease(timeout=60)
+    assert gateway.lease_ttl(fenced) == -1
     poll_for(lambda: chat_ok(port), 60, "a chat completion from the restarted worker")
     # `down`: the launcher stops and releases its lock over TLS without a complaint.
     down = _cli(home, "down", "--state-dir", str(state))
