@@ -9,13 +9,13 @@ Without the variable the runtime tests are skipped (the 1.x leg collects this fo
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 
 from testkit import netns
+from testkit.legs import leg_python
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_VAR = "DYNLAUNCH_DYNAMO05_VENV"
@@ -25,12 +25,7 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))  # launcher_run, shared 
 @pytest.fixture(scope="session")
 def dynamo05_python() -> Path:
     """The 0.5 venv's interpreter; skips without the variable, fails outside the namespace."""
-    venv = os.environ.get(VENV_VAR)
-    if not venv:
-        pytest.skip(f"the Dynamo 0.5 leg runs with {VENV_VAR} set (see tests/dynamo05/conftest.py)")
-    python = (REPO / venv / "bin" / "python").absolute()
-    if not python.is_file():
-        pytest.fail(f"{VENV_VAR}={venv}: no {python}; run bash scripts/setup.sh --dynamo 0.5.0")
+    python = leg_python(VENV_VAR, "0.5.0", "tests/dynamo05")
     if not netns.inside():
         pytest.fail("the Dynamo 0.5 leg runs inside python -m testkit.netns -- ... (see conftest)")
     return python

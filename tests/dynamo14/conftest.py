@@ -9,11 +9,12 @@ Without the variable these tests are skipped (the main suite collects this folde
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
+
+from testkit.legs import leg_python
 
 REPO = Path(__file__).resolve().parents[2]
 VENV_VAR = "DYNLAUNCH_DYNAMO14_VENV"
@@ -23,10 +24,4 @@ sys.path.insert(0, str(REPO / "tests" / "integration"))  # launcher_run, shared 
 @pytest.fixture(scope="session")
 def dynamo14_python() -> Path:
     """The 1.4 venv's interpreter; skips without the variable."""
-    venv = os.environ.get(VENV_VAR)
-    if not venv:
-        pytest.skip(f"the Dynamo 1.4 leg runs with {VENV_VAR} set (see tests/dynamo14/conftest.py)")
-    python = (REPO / venv / "bin" / "python").absolute()
-    if not python.is_file():
-        pytest.fail(f"{VENV_VAR}={venv}: no {python}; run bash scripts/setup.sh --dynamo 1.4.2")
-    return python
+    return leg_python(VENV_VAR, "1.4.2", "tests/dynamo14")
